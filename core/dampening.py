@@ -1,0 +1,138 @@
+"""Equation 1 of the paper, applied to a copy of the model, with a report of what it selected.
+
+For every element i:  if I_Df,i > α·I_D,i (strict), θ_i ← θ_i · min(λ·I_D,i / I_Df,i, 1).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.errors import UserError
+
+Importance = dict[str, torch.Tensor]
+
+
+def validate_hyperparameters(alpha: float, lambda_: float) -> None:
+    """α must be a finite number > 0; λ a finite number >= 0 (λ = 0 zeroes every selected element)."""
+    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise UserError(f"alpha must be a finite number > 0, got {alpha}")
+    if not isinstance(lambda_, (int, float)) or not math.isfinite(lambda_) or lambda_ < 0:
+        raise UserError(f"lambda must be a finite number >= 0, got {lambda_}")
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    name: str
+    numel: int
+    selected: int
+    beta_mean: float  # over the selected elements; nan when none is selected
+    beta_min: float
+    beta_max: float
+
+    @property
+    def fraction(self) -> float:
+        return self.selected / self.numel if self.numel else 0.0
+
+
+@dataclass(frozen=True)
+class DampeningReport:
+    alpha: float
+    lambda_: float
+    layers: tuple[LayerReport, ...]
+
+    @property
+    def selected(self) -> int:
+        return sum(layer.selected for layer in self.layers)
+
+    @property
+    def numel(self) -> int:
+        return sum(layer.numel for layer in self.layers)
+
+    @property
+    def fraction(self) -> float:
+        return self.selected / self.numel if self.numel else 0.0
+
+    def to_rows(self) -> list[dict]:
+        return [{"layer": l.name, "numel": l.numel, "selected": l.selected, "fraction": l.fraction,
+                 "beta_mean": l.beta_mean, "beta_min": l.beta_min, "beta_max": l.beta_max} for l in self.layers]
+
+
+def selection(imp_full: torch.Tensor, imp_forget: torch.Tensor, alpha: float, lambda_: float):
+    """(selected mask, β) for one tensor. β is only meaningful where selected."""
+    selected = imp_forget > alpha * imp_full
+    beta = torch.where(selected, (lambda_ * imp_full / imp_forget).clamp(max=1.0), torch.ones_like(imp_full))
+    return selected, beta
+
+
+def dampen(model: nn.Module, imp_full: Importance, imp_forget: Importance, alpha: float,
+           lambda_: float) -> tuple[nn.Module, DampeningReport]:
+    """Return (a dampened copy of ``model``, a report). ``model`` itself is never modified."""
+    validate_hyperparameters(alpha, lambda_)
+    _check_keys(model, imp_full, imp_forget)
+    damped = copy.deepcopy(model)
+    layers = []
+    with torch.no_grad():
+        for name, param in damped.named_parameters():
+            full, forget = imp_full[name].to(param.device), imp_forget[name].to(param.device)
+            selected, beta = selection(full, forget, alpha, lambda_)
+            param.mul_(beta.to(param.dtype))
+            layers.append(_layer_report(name, selected, beta))
+    return damped, DampeningReport(float(alpha), float(lambda_), tuple(layers))
+
+
+def _check_keys(model: nn.Module, *maps: Importance) -> None:
+    expected = {name for name, _ in model.named_parameters()}
+    for imp in maps:
+        missing = expected - set(imp)
+        if missing:
+            raise UserError(f"the importance maps do not match this model (missing {', '.join(sorted(missing)[:4])})")
+
+
+def _layer_report(name: str, selected: torch.Tensor, beta: torch.Tensor) -> LayerReport:
+    n_sel = int(selected.sum())
+    if n_sel:
+        chosen = beta[selected]
+        stats = (float(chosen.mean()), float(chosen.min()), float(chosen.max()))
+    else:
+        stats = (math.nan, math.nan, math.nan)
+    return LayerReport(name, selected.numel(), n_sel, *stats)
+
+
+@dataclass(frozen=True)
+class RatioHistogram:
+    """Counts of log10(I_Df / I_D) over every element, in fixed bins.
+
+    ``only_forget``: I_D = 0 < I_Df (ratio +∞, selected at any α); ``no_signal``: both zero
+    (never selected). ``selected_at(α)`` counts the elements with ratio > α from the bins.
+    """
+
+    edges: np.ndarray  # (B+1,) log10 ratio
+    counts: np.ndarray  # (B,)
+    only_forget: int
+    no_signal: int
+    only_full: int  # I_Df = 0 < I_D (ratio 0, never selected)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum()) + self.only_forget + self.no_signal + self.only_full
+
+
+def ratio_histogram(imp_full: Importance, imp_forget: Importance, bins: int = 120,
+                    lo: float = -6.0, hi: float = 4.0) -> RatioHistogram:
+    """Histogram of log10(I_Df/I_D) over every parameter element, clipped into [lo, hi]."""
+    counts = torch.zeros(bins, dtype=torch.int64)
+    only_forget = no_signal = only_full = 0
+    for name in imp_full:
+        full, forget = imp_full[name].flatten().double(), imp_forget[name].flatten().double()
+        both = (full > 0) & (forget > 0)
+        only_forget += int(((full == 0) & (forget > 0)).sum())
+        no_signal += int(((full == 0) & (forget == 0)).sum())
+        only_full += int(((full > 0) & (forget == 0)).sum())
+        log_ratio = torch.log10(forget[both] / full[both]).clamp(lo, hi - 1e-9)
+        counts += torch.histc(log_ratio, bins=bins, min=lo, max=hi).to(torch.int64)
+    return RatioHistogram(np.linspace(lo, hi, bins + 1), counts.numpy(), only_forget, no_signal, only_full)

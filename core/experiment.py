@@ -1,0 +1,193 @@
+"""One forgetting experiment end to end: data → baseline model → I_D and I_Df → dampen → scores.
+
+The CLI and the app both go through here, so they print and show the same numbers.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from core.cache import TensorCache
+from core.dampening import DampeningReport, dampen, validate_hyperparameters
+from core.data import DATASETS, load_dataset
+from core.dataset import Dataset
+from core.errors import UserError
+from core.evaluate import EvalResult, evaluate
+from core.importance import Importance, cached_importance, validate
+from core.models import MODELS, create_model, load_checkpoint, weights_hash
+from core.splits import D_ORDERS, ForgetSplit, make_split
+from core.train import default_config, trained_model
+
+Progress = Callable[[float, str], None]
+
+
+def default_alpha(dataset_name: str, target_kind: str) -> float:
+    """The paper's α where it has one; 3.5 elsewhere (10-class data cap I_Df/I_D near 10)."""
+    paper = {("cifar100", "class"): 10.0, ("cifar20", "class"): 5.0, ("cifar20", "subclass"): 10.0}
+    return paper.get((dataset_name, target_kind), 3.5)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    dataset: str = "digits"
+    model: str | None = None  # None: the data set's default model
+    forget: str = "class:3"
+    kind: str = "lfssd"
+    mode: str = "batch"
+    alpha: float | None = None  # None: default_alpha
+    lambda_: float = 1.0
+    batch_size: int | None = None  # None: the reference's batch size for the target kind
+    d_order: str = "reference"
+    data_root: str | None = None
+    checkpoint: str | None = None
+    epochs: int | None = None
+    seed: int = 0
+
+    def resolved(self) -> "ExperimentConfig":
+        model = self.model or DATASETS.get(self.dataset).default_model
+        MODELS.get(model)
+        validate(self.kind, self.mode)
+        if self.d_order not in D_ORDERS:
+            raise UserError(f"unknown D order '{self.d_order}'; choose one of: {', '.join(D_ORDERS)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.epochs is not None and self.epochs < 1:
+            raise UserError(f"epochs must be >= 1, got {self.epochs}")
+        return replace(self, model=model)
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """What every α and λ shares: data, the baseline model, the target and both importances."""
+
+    config: ExperimentConfig
+    dataset: Dataset
+    model: nn.Module
+    split: ForgetSplit
+    imp_full: Importance
+    imp_forget: Importance
+    baseline: EvalResult
+    timings: dict[str, float] = field(default_factory=dict)
+    cache_hits: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size or self.split.reference_batch_size
+
+
+def baseline_model(config: ExperimentConfig, dataset: Dataset, cache: TensorCache,
+                   progress: Progress | None = None) -> tuple[nn.Module, bool]:
+    """The model to forget from: a user's checkpoint, or the default one trained and cached."""
+    if config.checkpoint:
+        model = create_model(config.model, dataset.image_shape, dataset.num_classes, seed=config.seed)
+        return load_checkpoint(config.checkpoint, model), False
+    train_config = default_config(config.model, dataset.name, epochs=config.epochs, seed=config.seed)
+    return trained_model(config.model, dataset, train_config, cache=cache, progress=progress)
+
+
+def prepare(config: ExperimentConfig, cache: TensorCache | None = None, progress: Progress | None = None) -> Prepared:
+    """Load data and model, resolve the target, compute (or load) I_D and I_Df, score the baseline."""
+    config = config.resolved()
+    cache = cache or TensorCache()
+    stage = _Stages(progress, (("data", 0.05), ("model", 0.45), ("I_D", 0.3), ("I_Df", 0.1), ("baseline", 0.1)))
+    timings, hits = {}, {}
+    with _timed(timings, "data"):
+        dataset = load_dataset(config.dataset, config.data_root, stage.next("data"))
+        split = make_split(dataset, config.forget)
+        if split.num_forget == 0:
+            raise UserError(f"the forget set of '{config.forget}' is empty")
+        if config.kind == "ssd" and not split.labelled:
+            raise UserError("SSD needs labels, and the forget images have none; use LFSSD (label-free)")
+    with _timed(timings, "model"):
+        model, hits["model"] = baseline_model(config, dataset, cache, stage.next("model"))
+    batch_size = config.batch_size or split.reference_batch_size
+    per_sample = MODELS.get(config.model).per_sample
+    model_key = weights_hash(model)
+    with _timed(timings, "importance_full"):
+        imp_full, hits["importance_full"] = cached_importance(
+            model, split.full_loader(dataset, batch_size, config.d_order), config.kind, config.mode, cache,
+            model_key, stage.next("I_D"), per_sample)
+    with _timed(timings, "importance_forget"):
+        imp_forget, hits["importance_forget"] = cached_importance(
+            model, split.forget_loader(dataset, batch_size), config.kind, config.mode, cache,
+            model_key, stage.next("I_Df"), per_sample)
+    with _timed(timings, "evaluate_baseline"):
+        baseline = evaluate(model, dataset, split, stage.next("baseline"))
+    return Prepared(config, dataset, model, split, imp_full, imp_forget, baseline, timings, hits)
+
+
+@dataclass(frozen=True, eq=False)
+class ForgetOutcome:
+    model: nn.Module  # the dampened copy
+    report: DampeningReport
+    result: EvalResult
+    seconds: float
+
+
+def forget(prepared: Prepared, alpha: float, lambda_: float, progress: Progress | None = None) -> ForgetOutcome:
+    """Dampen a copy of the baseline at (α, λ) and score it; the baseline stays untouched."""
+    started = time.perf_counter()
+    model, report = dampen(prepared.model, prepared.imp_full, prepared.imp_forget, alpha, lambda_)
+    result = evaluate(model, prepared.dataset, prepared.split, progress)
+    return ForgetOutcome(model, report, result, time.perf_counter() - started)
+
+
+def run_forget(config: ExperimentConfig, cache: TensorCache | None = None,
+               progress: Progress | None = None) -> tuple[Prepared, ForgetOutcome]:
+    config = config.resolved()
+    alpha = config.alpha if config.alpha is not None else default_alpha(config.dataset, config.forget.split(":")[0])
+    validate_hyperparameters(alpha, config.lambda_)
+    prepared = prepare(replace(config, alpha=alpha), cache, progress)
+    return prepared, forget(prepared, alpha, config.lambda_)
+
+
+def sweep(prepared: Prepared, alphas: Sequence[float], lambdas: Sequence[float],
+          progress: Progress | None = None) -> pd.DataFrame:
+    """One row per (α, λ): selected elements and every score, on the cached importances."""
+    for alpha in alphas:
+        for lambda_ in lambdas:
+            validate_hyperparameters(alpha, lambda_)
+    grid = [(a, lam) for a in alphas for lam in lambdas]
+    rows = []
+    for i, (alpha, lambda_) in enumerate(grid):
+        outcome = forget(prepared, alpha, lambda_)
+        rows.append({"alpha": alpha, "lambda": lambda_, "selected": outcome.report.selected,
+                     "selected_fraction": outcome.report.fraction, **_scores(outcome.result)})
+        if progress:
+            progress((i + 1) / len(grid), f"sweep: α={alpha:g}, λ={lambda_:g} ({i + 1}/{len(grid)})")
+    return pd.DataFrame(rows)
+
+
+def _scores(result: EvalResult) -> dict:
+    return {"d_r": result.d_r, "d_f": result.d_f, "test": result.test, "mia": result.mia,
+            "retain_train": result.retain_train, "forget_train": result.forget_train}
+
+
+class _Stages:
+    """Maps each stage's own 0..1 progress onto its share of one overall bar."""
+
+    def __init__(self, progress: Progress | None, weights):
+        self.progress, self.weights, self.done = progress, dict(weights), 0.0
+
+    def next(self, name: str) -> Progress | None:
+        if self.progress is None:
+            return None
+        start, width = self.done, self.weights[name]
+        self.done += width
+        return lambda fraction, message: self.progress(min(start + width * fraction, 1.0), message)
+
+
+class _timed:
+    def __init__(self, timings: dict, name: str):
+        self.timings, self.name = timings, name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.timings[self.name] = time.perf_counter() - self.start

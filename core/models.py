@@ -1,0 +1,250 @@
+"""The model registry (small CNN, ResNet18 for CIFAR, ViT via timm) and safe checkpoints."""
+from __future__ import annotations
+
+import os
+import socket
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from core.errors import CheckpointError, UserError
+from core.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    description: str
+    build: Callable[[tuple[int, int, int], int], nn.Module]  # (image shape (C,H,W), classes) -> model
+    per_sample: str = "vmap"  # how sample-mode importance gets per-sample gradients: vmap | loop
+
+
+MODELS: Registry[ModelInfo] = Registry("model")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def create_model(name: str, image_shape: tuple[int, int, int], num_classes: int, seed: int = 0) -> nn.Module:
+    """A freshly initialised model (weights drawn from ``seed``), in eval mode, on the CPU."""
+    info = MODELS.get(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = info.build(tuple(image_shape), num_classes)
+    return model.eval()
+
+
+# --- small CNN -------------------------------------------------------------------------------
+
+def small_cnn(image_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """Two conv blocks and two linear layers: trains in seconds on 8×8 and 28×28 digits."""
+    channels, height, width = image_shape
+    flat = 64 * (height // 4) * (width // 4)
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(channels, 32, 3, padding=1)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(32, 64, 3, padding=1)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(flat, 128)), ("relu3", nn.ReLU()),
+        ("fc2", nn.Linear(128, num_classes)),
+    ]))
+
+
+# --- ResNet18, CIFAR variant -----------------------------------------------------------------
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18Cifar(nn.Module):
+    """3×3 stride-1 stem, no max-pool, 4 stages of 2 BasicBlocks (64/128/256/512), linear head."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        stages, in_planes = [], 64
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            stages.append(nn.Sequential(BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1)))
+            in_planes = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+# --- ViT via timm ----------------------------------------------------------------------------
+
+def small_vit(image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """A ViT-Tiny-sized transformer with patches small enough for 8–32 pixel images."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    channels, height, _ = image_shape
+    patch = 2 if height <= 8 else 4
+    if height % patch:
+        raise UserError(f"the small ViT needs an image size divisible by {patch}, got {height}")
+    return VisionTransformer(img_size=height, patch_size=patch, in_chans=channels, num_classes=num_classes,
+                             embed_dim=192, depth=6, num_heads=3, mlp_ratio=4.0)
+
+
+PRETRAINED_VIT = "vit_base_patch16_224.orig_in21k_ft_in1k"
+HUB_HOST = "huggingface.co"
+
+
+class Upsampled(nn.Module):
+    """Resize inputs to the size a pretrained model expects (the paper upsamples CIFAR 32→224)."""
+
+    def __init__(self, inner: nn.Module, size: int, channels: int):
+        super().__init__()
+        self.inner, self.size, self.channels = inner, size, channels
+
+    def forward(self, x):
+        if x.shape[1] != self.channels:
+            x = x.expand(-1, self.channels, -1, -1)
+        return self.inner(nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False))
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def pretrained_vit_b16(image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The paper's ViT-B/16 (ImageNet-21k, fine-tuned on 1k), with a new linear head."""
+    import timm
+
+    if not _hub_reachable():
+        _raise_unless_cached()
+    try:
+        inner = timm.create_model(PRETRAINED_VIT, pretrained=True, num_classes=num_classes)
+    except Exception as exc:  # the hub's many network and file errors, one message for users
+        raise UserError(f"could not load the pretrained weights of {PRETRAINED_VIT}: {exc}".splitlines()[0]) from None
+    return Upsampled(inner, 224, 3)
+
+
+def _raise_unless_cached() -> None:
+    cache = Path(os.environ.get("HF_HUB_CACHE", Path.home() / ".cache" / "huggingface" / "hub"))
+    if not any(cache.glob("models--timm--vit_base_patch16_224*")):
+        raise UserError(
+            f"vit_b16 needs pretrained weights from {HUB_HOST}, which cannot be reached here and are not in {cache}; "
+            "use 'vit' (trained from scratch) or copy the timm weights into that cache")
+
+
+MODELS.register("small_cnn", ModelInfo("small_cnn", "small CNN: 2 conv + 2 linear layers (trains in seconds)", small_cnn))
+MODELS.register("resnet18", ModelInfo("resnet18", "ResNet18, CIFAR variant (11 M parameters)",
+                                      lambda shape, n: ResNet18Cifar(shape[0], n), per_sample="loop"))
+MODELS.register("vit", ModelInfo("vit", "ViT-Tiny-sized, small patches, trained from scratch (timm)", small_vit))
+MODELS.register("vit_b16", ModelInfo("vit_b16", "the paper's ViT-B/16, pretrained (needs the model hub)",
+                                     pretrained_vit_b16, per_sample="loop"))
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write the model's state dict as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    from core.cache import atomic_path
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(Path(path)) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read weights from safetensors or a zip-format ``torch.save`` file (``weights_only``).
+
+    A plain pickle is refused before a byte of it is unpickled: unpickling runs code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no such checkpoint file: {path}")
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    if len(head) < 9:
+        raise CheckpointError(f"{path.name} is not a checkpoint (only {len(head)} bytes)")
+    if head[8:9] == b"{":
+        return _read_safetensors(path)
+    if head[:4] == b"PK\x03\x04":
+        return _read_torch_zip(path)
+    if head[:1] == b"\x80":
+        raise CheckpointError(f"{path.name} is a plain pickle; refusing to unpickle it (that can run code). "
+                              "Save weights with safetensors or torch.save")
+    raise CheckpointError(f"{path.name} is neither safetensors nor a torch.save file")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise CheckpointError(f"{path.name} is not a valid safetensors file: {exc}".splitlines()[0]) from None
+
+
+def _read_torch_zip(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path.name} was refused by torch.load(weights_only=True): {exc}".splitlines()[0]) from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path.name} does not hold a state dict of tensors")
+    return obj
+
+
+def load_checkpoint(path: str | Path, model: nn.Module) -> nn.Module:
+    """Load weights from ``path`` into ``model`` (a fresh one from ``create_model``) and return it.
+
+    Raises ``CheckpointError`` naming missing, unexpected and mis-shaped keys.
+    """
+    state = read_state_dict(path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mis_shaped = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
+                  if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mis_shaped:
+        parts = [f"{label}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)) if keys]
+        raise CheckpointError(f"{Path(path).name} does not fit this model ({'; '.join(parts)})")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def weights_hash(model: nn.Module) -> str:
+    """A content hash of every parameter and buffer: a cache key, and proof nothing changed."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
