@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -88,7 +89,12 @@ def _config(args):
 def _cache(args):
     from core.cache import TensorCache
 
-    return TensorCache(args.cache_dir)
+    cache = TensorCache(args.cache_dir)
+    _CACHES.append(cache)
+    return cache
+
+
+_CACHES: list = []  # caches used by this run, whose warnings are shown at the end
 
 
 def _progress(args):
@@ -103,6 +109,15 @@ def _progress(args):
         sys.stderr.flush()
 
     return show
+
+
+def _check_writable(path: str | None) -> None:
+    """Fail before the work, not after it, when an output file cannot be written."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise CliError(f"cannot write {path}: {folder} is not a writable folder")
 
 
 def cmd_train(args) -> dict:
@@ -223,14 +238,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
+        for option in ("save", "csv", "output"):
+            _check_writable(getattr(args, option, None))
         result = COMMANDS[args.command](args)
     except (CliError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an output path that cannot be written
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    warnings = [w for cache in _CACHES for w in cache.warnings]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
+        result["warnings"] = warnings
         print(json.dumps(result, default=_json_default))
     else:
         _print_human(args.command, result)

@@ -20,7 +20,7 @@ from core.errors import UserError
 from core.evaluate import EvalResult, evaluate
 from core.importance import Importance, cached_importance, validate
 from core.models import MODELS, create_model, load_checkpoint, weights_hash
-from core.splits import D_ORDERS, ForgetSplit, make_split
+from core.splits import D_ORDERS, ForgetSpec, ForgetSplit, make_split
 from core.train import default_config, trained_model
 
 Progress = Callable[[float, str], None]
@@ -140,7 +140,7 @@ def forget(prepared: Prepared, alpha: float, lambda_: float, progress: Progress 
 def run_forget(config: ExperimentConfig, cache: TensorCache | None = None,
                progress: Progress | None = None) -> tuple[Prepared, ForgetOutcome]:
     config = config.resolved()
-    alpha = config.alpha if config.alpha is not None else default_alpha(config.dataset, config.forget.split(":")[0])
+    alpha = config.alpha if config.alpha is not None else default_alpha(config.dataset, ForgetSpec.parse(config.forget).kind)
     validate_hyperparameters(alpha, config.lambda_)
     prepared = prepare(replace(config, alpha=alpha), cache, progress)
     return prepared, forget(prepared, alpha, config.lambda_)
