@@ -105,3 +105,20 @@ def test_garbage_files_are_refused(tmp_path, content, match):
     (tmp_path / "x.bin").write_bytes(content)
     with pytest.raises(CheckpointError, match=match):
         load_checkpoint(tmp_path / "x.bin", create_model("small_cnn", (1, 8, 8), 10))
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if n not in OFFLINE_ONLY])
+def test_sample_mode_vmap_equals_loop_for_every_model(name):
+    from core import compute_importance
+
+    shape = (1, 8, 8) if name != "resnet18" else (3, 16, 16)
+    model = create_model(name, shape, 5)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, *shape, generator=gen), torch.randint(0, 5, (4,), generator=gen)
+    batches = [(x[:2], y[:2]), (x[2:], y[2:])]
+    for kind in ("lfssd", "ssd"):
+        vmapped = compute_importance(model, batches, kind, "sample", per_sample="vmap")
+        looped = compute_importance(model, batches, kind, "sample", per_sample="loop")
+        for key in looped:
+            scale = float(looped[key].abs().max()) or 1.0  # round-off is relative to the largest entry
+            torch.testing.assert_close(vmapped[key], looped[key], rtol=1e-4, atol=1e-6 * scale)
