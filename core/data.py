@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from core.dataset import Dataset, stratified_split
+from core.errors import UserError
 from core.registry import Registry
 
 Progress = Callable[[float, str], None]
@@ -43,9 +44,7 @@ def load_dataset(name: str, root: str | Path | None = None, progress: Progress |
     ``folder``. Raises ``UserError`` for an unknown name or missing files, with what to do.
     """
     info = DATASETS.get(name)
-    if info.needs_root and name == "folder" and root is None:
-        from core.errors import UserError
-
+    if name == "folder" and root is None:
         raise UserError("the 'folder' data set needs a folder: give one subfolder of images per class")
     return info.loader(Path(root) if root is not None else default_data_root(), progress)
 
@@ -67,7 +66,7 @@ def _from_arrays(name: str, images: np.ndarray, labels: np.ndarray, test_fractio
 
 
 @lru_cache(maxsize=1)
-def _digits(_root: Path | None = None, progress: Progress | None = None) -> Dataset:
+def _digits() -> Dataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -83,7 +82,7 @@ def _mnist5k_path() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _mnist5k(_root: Path | None = None, progress: Progress | None = None) -> Dataset:
+def _mnist5k() -> Dataset:
     import pandas as pd
 
     # Read the CSV directly (784 pixel columns, then the label): pandas' C parser takes 0.3 s.
