@@ -1,0 +1,52 @@
+"""Plotly figures built from reports and tables; the app shows them, tests inspect them."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.dampening import DampeningReport, RatioHistogram
+
+SELECTED, KEPT = "#d62728", "#9aa5b1"
+
+
+def ratio_histogram_figure(hist: RatioHistogram, alpha: float) -> go.Figure:
+    """log10(I_Df / I_D) over every parameter element; bars right of log10 α are dampened."""
+    centers = (hist.edges[:-1] + hist.edges[1:]) / 2
+    threshold = math.log10(alpha)
+    selected = centers > threshold
+    fig = go.Figure()
+    for mask, color, name in ((~selected, KEPT, "kept"), (selected, SELECTED, "dampened")):
+        fig.add_bar(x=centers[mask], y=np.where(hist.counts[mask] > 0, hist.counts[mask], np.nan),
+                    marker_color=color, name=name, width=float(hist.edges[1] - hist.edges[0]))
+    fig.add_vrect(x0=threshold, x1=float(hist.edges[-1]), fillcolor=SELECTED, opacity=0.08, line_width=0)
+    fig.add_vline(x=threshold, line_color=SELECTED, line_dash="dash",
+                  annotation_text=f"α = {alpha:g}", annotation_position="top right")
+    fig.update_layout(barmode="overlay", bargap=0, height=320, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis_title="log10(I_Df / I_D)", yaxis_title="parameter elements", yaxis_type="log",
+                      legend=dict(orientation="h", y=1.12, x=0))
+    return fig
+
+
+def layer_bars_figure(report: DampeningReport) -> go.Figure:
+    """Share of each parameter tensor dampened (input → output, top to bottom) and its mean β."""
+    names = [layer.name for layer in report.layers][::-1]
+    shares = [layer.fraction * 100 for layer in report.layers][::-1]
+    betas = ["—" if math.isnan(layer.beta_mean) else f"{layer.beta_mean:.2f}" for layer in report.layers][::-1]
+    fig = go.Figure(go.Bar(x=shares, y=names, orientation="h", marker_color=SELECTED,
+                           text=[f"{s:.2f} % · β̄ {b}" for s, b in zip(shares, betas)], textposition="auto",
+                           hovertemplate="%{y}: %{x:.3f} % dampened<extra></extra>"))
+    fig.update_layout(height=max(220, 26 * len(names) + 60), margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis_title="% of the tensor's elements dampened")
+    return fig
+
+
+def per_class_figure(baseline: tuple, after: tuple, classes: tuple[str, ...]) -> go.Figure:
+    """Test accuracy per class, before and after forgetting."""
+    fig = go.Figure()
+    fig.add_bar(x=list(classes), y=list(baseline), name="baseline", marker_color=KEPT)
+    fig.add_bar(x=list(classes), y=list(after), name="after forgetting", marker_color=SELECTED)
+    fig.update_layout(barmode="group", height=300, margin=dict(l=10, r=10, t=30, b=10),
+                      yaxis_title="test accuracy (%)", yaxis_range=[0, 100], legend=dict(orientation="h", y=1.15))
+    return fig

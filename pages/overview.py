@@ -1,0 +1,27 @@
+"""Overview: LFSSD in a few sentences and equations, with the default result live."""
+import streamlit as st
+
+from core.errors import UserError
+from ui import compute, state, widgets
+
+selection = state.current()
+st.title("LFSSD Explorer")
+st.markdown(
+    "**Loss-Free Selective Synaptic Dampening** forgets a set of training data D_f *without labels and without "
+    "retraining*. It scores each parameter by how sensitive the model's output is to it, over the whole training "
+    "set D and over D_f, and shrinks the parameters that matter disproportionately to D_f.")
+st.markdown("Importance (paper, equation 3), on the raw outputs — no loss, no labels:")
+st.latex(r"\Omega_i = \frac{1}{N}\sum_{k=1}^{N}\left|\frac{\partial\, \lVert f(x_k;\theta)\rVert_2^2}{\partial \theta_i}\right|")
+st.markdown("Dampening (equation 1), for every parameter element i:")
+st.latex(r"\theta_i \leftarrow \begin{cases}\beta\,\theta_i & \text{if } \Omega_{D_f,i} > \alpha\,\Omega_{D,i}\\ "
+         r"\theta_i & \text{otherwise}\end{cases}\qquad \beta=\min\!\left(\frac{\lambda\,\Omega_{D,i}}{\Omega_{D_f,i}},1\right)")
+st.markdown("- **α** picks *which* parameters: lower α selects more (too low harms the retained data; too high "
+            "selects nothing).\n- **λ** sets *how much* they shrink: lower λ dampens harder.")
+try:
+    prep = compute.prepared(selection.dataset, selection.model, selection.target, selection.method, selection.mode)
+    result = compute.outcome(prep, selection.alpha, selection.lambda_)
+    st.markdown(f"**Live:** forgetting {prep.split.description} at α = {selection.alpha:g}, λ = {selection.lambda_:g}")
+    widgets.metric_cards(prep.baseline, result.result, result.report.fraction, result.report.selected)
+except UserError as exc:
+    st.error(str(exc))
+st.page_link("pages/forget.py", label="Open the Forget page →")
