@@ -1,0 +1,201 @@
+"""The app in a real browser: a real ``streamlit run`` server driven by Debian's Chromium.
+
+Selectors are chosen to survive a re-layout: metrics are found by their label text, the α slider by
+its accessible name, charts by their library's class. Waiting is done by polling the page's state
+(Streamlit's script-run state, stale elements, the metric text) with timeouts, never fixed sleeps.
+Screenshots go to ``<repo>/screenshots/``.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+FIRST_RENDER_TIMEOUT_MS = 90_000  # the default model trains on first run
+RERUN_TIMEOUT_MS = 30_000
+D_F_LABEL = re.compile(r"^\s*D_f accuracy")
+ALPHA_NAME = re.compile("α")
+CHARTS = ".js-plotly-plot, [data-testid='stVegaLiteChart'], [data-testid='stArrowVegaLiteChart']"
+# Charts draw asynchronously after the script run ends (plotly.js / vega load lazily): every chart
+# element Streamlit placed must hold a drawn plot before it is compared or photographed, and no
+# lazily loaded element may still show its loading skeleton.
+_CHARTS_DRAWN = """() => {
+  if (document.querySelector('[data-testid="stSkeleton"]')) return false;
+  const plotly = Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'));
+  const vega = Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"], [data-testid="stArrowVegaLiteChart"]'));
+  const drawn = e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  return plotly.every(c => { const p = c.querySelector('.js-plotly-plot');
+                             return p && p._fullLayout && p.querySelector('svg.main-svg') && drawn(p); })
+      && vega.every(c => { const v = c.querySelector('canvas, svg'); return v && drawn(v); });
+}"""
+
+# Counts changes of Streamlit's script-run state: the app root carries data-test-script-state
+# ("running" / "notRunning" / …), and a MutationObserver records every change of it, however brief.
+_INSTALL_RUN_COUNTER = """() => {
+  if (window.__lfssdRuns !== undefined) return;
+  window.__lfssdRuns = 0;
+  const app = document.querySelector('[data-testid="stApp"]');
+  new MutationObserver(records => { window.__lfssdRuns += records.length; })
+    .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+_IDLE_AFTER = """(runsBefore) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  return window.__lfssdRuns > runsBefore
+      && app.getAttribute('data-test-script-state') === 'notRunning'
+      && document.querySelectorAll('[data-stale="true"]').length === 0;
+}"""
+_IDLE = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  return app && app.getAttribute('data-test-script-state') === 'notRunning'
+      && document.querySelectorAll('[data-stale="true"]').length === 0;
+}"""
+
+
+def _page_problems(page) -> str:
+    exceptions = page.get_by_test_id("stException")
+    if exceptions.count():
+        return "the app shows an exception:\n" + "\n".join(exceptions.all_inner_texts())
+    return ""
+
+
+def d_f_metric(page):
+    label = page.get_by_test_id("stMetricLabel").filter(has_text=D_F_LABEL)
+    return page.get_by_test_id("stMetric").filter(has=label)
+
+
+def metric_text(metric) -> str:
+    return metric.get_by_test_id("stMetricValue").inner_text().strip()
+
+
+def percent(text: str) -> float:
+    match = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*%", text)
+    assert match, f"not a percentage: {text!r}"
+    return float(match.group(1))
+
+
+def wait_idle(page, timeout_ms: int = RERUN_TIMEOUT_MS) -> None:
+    page.wait_for_function(_IDLE, timeout=timeout_ms)
+
+
+def run_and_wait(page, action, timeout_ms: int = RERUN_TIMEOUT_MS) -> None:
+    """Do ``action`` (which must trigger a rerun) and wait until that rerun has finished."""
+    page.evaluate(_INSTALL_RUN_COUNTER)
+    runs_before = page.evaluate("() => window.__lfssdRuns")
+    action()
+    page.wait_for_function(_IDLE_AFTER, arg=runs_before, timeout=timeout_ms)
+
+
+def open_app(page, server):
+    """Open the app and wait for its first complete render (the D_f metric, script idle)."""
+    page.goto(server.url)
+    metric = d_f_metric(page)
+    try:
+        metric.wait_for(state="visible", timeout=FIRST_RENDER_TIMEOUT_MS)
+        wait_idle(page, FIRST_RENDER_TIMEOUT_MS)
+        page.wait_for_function(_CHARTS_DRAWN, timeout=RERUN_TIMEOUT_MS)
+    except Exception as exc:  # add what the page and the server said
+        raise AssertionError(f"{exc}\n{_page_problems(page)}\n{server.log_tail()}") from exc
+    assert not _page_problems(page), _page_problems(page)
+    return metric
+
+
+def slider_bounds(slider) -> tuple[float, float, float]:
+    """(value, max, step) of an ``input[type=range]`` or an ARIA ``role=slider`` element."""
+    def attr(*names):
+        for name in names:
+            value = slider.get_attribute(name)
+            if value not in (None, ""):
+                return float(value)
+        return None
+    value = attr("aria-valuenow", "value")
+    if value is None:
+        value = float(slider.evaluate("e => e.value"))
+    return value, attr("aria-valuemax", "max"), attr("step") or 0.0
+
+
+def full_screenshot(page, path) -> None:
+    """The whole page: Streamlit scrolls inside its main container, so Playwright's full_page
+    shot is only the viewport; grow the viewport to the content's height for the shot instead."""
+    size = page.viewport_size
+    height = page.evaluate("""() => Math.max(...Array.from(document.querySelectorAll(
+        '[data-testid="stMain"], [data-testid="stAppViewContainer"], [data-testid="stSidebarContent"]'))
+        .map(e => e.scrollHeight), document.documentElement.scrollHeight)""")
+    try:
+        page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(height, 6000))})
+        page.wait_for_function(_CHARTS_DRAWN, timeout=RERUN_TIMEOUT_MS)
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        page.screenshot(path=str(path))
+    finally:
+        page.set_viewport_size(size)
+
+
+def chart_fingerprints(page) -> list:
+    """Something that changes when each chart re-renders with new data: plotly's rendered SVG
+    markup, or an image of the (canvas-drawn) vega chart."""
+    prints = []
+    for chart in page.locator(CHARTS).all():
+        if chart.evaluate("e => e.classList.contains('js-plotly-plot')"):
+            prints.append(chart.evaluate(
+                "e => Array.from(e.querySelectorAll('svg.main-svg')).map(s => s.outerHTML).join('')"))
+        else:
+            chart.scroll_into_view_if_needed()
+            prints.append(chart.screenshot())
+    return prints
+
+
+def test_opens_on_the_default_experiment(browser_page, streamlit_server, screenshot_dir):
+    page = browser_page
+    metric = open_app(page, streamlit_server)
+    value = percent(metric_text(metric))
+    assert 0.0 <= value <= 10.0, f"the default (forget class 3, α = 3.5) should forget: D_f = {value} %"
+    page.screenshot(path=str(screenshot_dir / "browser_default.png"))
+    full_screenshot(page, screenshot_dir / "browser_default_full.png")
+
+
+def test_raising_alpha_with_the_keyboard_stops_forgetting(browser_page, streamlit_server, screenshot_dir):
+    page = browser_page
+    metric = open_app(page, streamlit_server)
+    before = metric_text(metric)
+    assert percent(before) <= 10.0
+    charts_before = chart_fingerprints(page)
+
+    sliders = page.get_by_role("slider", name=ALPHA_NAME)
+    assert sliders.count() == 1, f"expected one slider labelled α, found {sliders.count()}"
+    slider = sliders.first
+    value, maximum, step = slider_bounds(slider)
+    assert maximum is not None and maximum > value
+
+    # one step right: the slider moves by its step and the app reruns
+    slider.focus()
+    run_and_wait(page, lambda: page.keyboard.press("ArrowRight"))
+    moved = slider_bounds(slider)[0]
+    assert moved == pytest.approx(value + step) if step else moved > value
+
+    # End: α to its maximum
+    slider.focus()
+    run_and_wait(page, lambda: page.keyboard.press("End"))
+    assert slider_bounds(slider)[0] == pytest.approx(maximum)
+
+    # the rerun is finished; still poll briefly in case a second run follows (e.g. a URL sync)
+    deadline = time.monotonic() + RERUN_TIMEOUT_MS / 1000
+    after = metric_text(metric)
+    while percent(after) <= 90.0 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+        after = metric_text(metric)
+    wait_idle(page)
+    assert not _page_problems(page), _page_problems(page)
+    assert after != before
+    assert percent(after) > 90.0, f"at α = {maximum:g} nothing should be forgotten: D_f went {before} → {after}"
+
+    if charts_before:  # optional: the app need not have charts; when it does, they must follow α
+        page.wait_for_function(_CHARTS_DRAWN, timeout=RERUN_TIMEOUT_MS)
+        deadline = time.monotonic() + RERUN_TIMEOUT_MS / 1000
+        while (charts_after := chart_fingerprints(page)) == charts_before and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        assert len(charts_after) == len(charts_before)
+        assert charts_after != charts_before, "no chart re-rendered after α changed"
+    page.screenshot(path=str(screenshot_dir / "browser_alpha_max.png"))
+    full_screenshot(page, screenshot_dir / "browser_alpha_max_full.png")
