@@ -2,15 +2,22 @@
 
 The default view (digits, forget class 3, α = 3.5) trains its small model on first run in
 seconds, caches it on disk, and tells the story before anyone touches a control.
+
+Page scripts live in ``views/``, not ``pages/``: a ``pages/`` folder beside the entry script puts
+Streamlit into its legacy multipage mode for direct links on a fresh server and in AppTest, which
+then run a page without this entry script (no sidebar, no navigation).
 """
 import streamlit as st
 
 from ui import widgets
 
-st.set_page_config(page_title="LFSSD Explorer", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="LFSSD Explorer", layout="wide")
 navigation = st.navigation([
-    st.Page("pages/forget.py", title="Forget", default=True),
-    st.Page("pages/overview.py", title="Overview"),
+    st.Page("views/overview.py", title="Overview", icon=":material/menu_book:"),
+    st.Page("views/model_data.py", title="Model & data", icon=":material/dataset:"),
+    st.Page("views/forget.py", title="Forget", icon=":material/auto_fix_high:", default=True),
+    st.Page("views/sensitivity.py", title="Sensitivity", icon=":material/show_chart:"),
+    st.Page("views/importance.py", title="Importance maps", icon=":material/biotech:"),
 ])
 widgets.sidebar()
 navigation.run()

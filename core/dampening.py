@@ -85,6 +85,16 @@ def dampen(model: nn.Module, imp_full: Importance, imp_forget: Importance, alpha
     return damped, DampeningReport(float(alpha), float(lambda_), tuple(layers))
 
 
+def selected_betas(imp_full: Importance, imp_forget: Importance, alpha: float, lambda_: float) -> np.ndarray:
+    """β of every selected element (for a histogram), as one flat array."""
+    validate_hyperparameters(alpha, lambda_)
+    parts = []
+    for name in imp_full:
+        selected, beta = selection(imp_full[name], imp_forget[name], alpha, lambda_)
+        parts.append(beta[selected].flatten())
+    return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.float32)
+
+
 def _check_keys(model: nn.Module, *maps: Importance) -> None:
     expected = {name for name, _ in model.named_parameters()}
     for imp in maps:

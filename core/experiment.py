@@ -20,7 +20,7 @@ from core.errors import UserError
 from core.evaluate import EvalResult, evaluate
 from core.importance import Importance, cached_importance, validate
 from core.models import MODELS, create_model, load_checkpoint, weights_hash
-from core.splits import D_ORDERS, ForgetSpec, ForgetSplit, make_split
+from core.splits import D_ORDERS, ForgetSpec, ForgetSplit, images_split, make_split
 from core.train import default_config, trained_model
 
 Progress = Callable[[float, str], None]
@@ -90,15 +90,21 @@ def baseline_model(config: ExperimentConfig, dataset: Dataset, cache: TensorCach
     return trained_model(config.model, dataset, train_config, cache=cache, progress=progress)
 
 
-def prepare(config: ExperimentConfig, cache: TensorCache | None = None, progress: Progress | None = None) -> Prepared:
-    """Load data and model, resolve the target, compute (or load) I_D and I_Df, score the baseline."""
+def prepare(config: ExperimentConfig, cache: TensorCache | None = None, progress: Progress | None = None,
+            forget_images: torch.Tensor | None = None, forget_names: Sequence[str] = ()) -> Prepared:
+    """Load data and model, resolve the target, compute (or load) I_D and I_Df, score the baseline.
+
+    ``forget_images`` (uint8, in the data set's format) replaces ``config.forget`` with an
+    unlabelled target: how the app passes uploads, which have no path to name.
+    """
     config = config.resolved()
     cache = cache or TensorCache()
     stage = _Stages(progress, (("data", 0.05), ("model", 0.45), ("I_D", 0.3), ("I_Df", 0.1), ("baseline", 0.1)))
     timings, hits = {}, {}
     with _timed(timings, "data"):
         dataset = load_dataset(config.dataset, config.data_root, stage.next("data"))
-        split = make_split(dataset, config.forget)
+        split = (make_split(dataset, config.forget) if forget_images is None
+                 else images_split(dataset, forget_images, forget_names))
         if split.num_forget == 0:
             raise UserError(f"the forget set of '{config.forget}' is empty")
         if config.kind == "ssd" and not split.labelled:
@@ -119,6 +125,22 @@ def prepare(config: ExperimentConfig, cache: TensorCache | None = None, progress
     with _timed(timings, "evaluate_baseline"):
         baseline = evaluate(model, dataset, split, stage.next("baseline"))
     return Prepared(config, dataset, model, split, imp_full, imp_forget, baseline, timings, hits)
+
+
+def retrain_reference(prepared: Prepared, cache: TensorCache | None = None,
+                      progress: Progress | None = None) -> EvalResult:
+    """Scores of the honest reference: the same model trained from scratch on D_r only.
+
+    Trained once per (data set, model, training config, D_r) and cached on disk like the
+    baseline. Unlabelled image targets have no known D_r: they are refused.
+    """
+    if not prepared.split.labelled:
+        raise UserError("a retrained reference needs to know D_f inside the training set; unlabelled images have none")
+    config = prepared.config
+    train_config = default_config(config.model, prepared.dataset.name, epochs=config.epochs, seed=config.seed)
+    model, _ = trained_model(config.model, prepared.dataset, train_config, indices=prepared.split.retain_train,
+                             cache=cache or TensorCache(), progress=progress)
+    return evaluate(model, prepared.dataset, prepared.split)
 
 
 @dataclass(frozen=True, eq=False)

@@ -119,11 +119,11 @@ def cached_importance(model: nn.Module, loader, kind: str, mode: str, cache, mod
     validate(kind, mode)
     key = make_key("importance", model_key, loader.content_key(), kind, mode)
     hit = cache.get("importance", key)
-    names = {name for name, _ in model.named_parameters()}
-    if hit is not None and set(hit) == names:
+    names = [name for name, _ in model.named_parameters()]
+    if hit is not None and set(hit) == set(names):
         if progress:
             progress(1.0, f"{kind} importance ({mode}): loaded from cache")
-        return hit, True
+        return {name: hit[name] for name in names}, True  # model order (the file stores them sorted)
     imp = compute_importance(model, loader, kind, mode, progress, per_sample)
     cache.put("importance", key, imp, {"kind": kind, "mode": mode})
     return imp, False

@@ -25,6 +25,7 @@ def ratio_histogram_figure(hist: RatioHistogram, alpha: float) -> go.Figure:
                   annotation_text=f"α = {alpha:g}", annotation_position="top right")
     fig.update_layout(barmode="overlay", bargap=0, height=320, margin=dict(l=10, r=10, t=30, b=10),
                       xaxis_title="log10(I_Df / I_D)", yaxis_title="parameter elements", yaxis_type="log",
+                      yaxis_dtick=1, yaxis_exponentformat="power",
                       legend=dict(orientation="h", y=1.12, x=0))
     return fig
 
@@ -38,7 +39,10 @@ def layer_bars_figure(report: DampeningReport) -> go.Figure:
                            text=[f"{s:.2f} % · β̄ {b}" for s, b in zip(shares, betas)], textposition="auto",
                            hovertemplate="%{y}: %{x:.3f} % dampened<extra></extra>"))
     fig.update_layout(height=max(220, 26 * len(names) + 60), margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis_title="% of the tensor's elements dampened")
+                      xaxis_title="% of the tensor's elements dampened", xaxis_rangemode="tozero")
+    if report.selected == 0:
+        fig.update_xaxes(range=[0, 1])
+        fig.add_annotation(text="nothing dampened at this α", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     return fig
 
 
@@ -48,5 +52,23 @@ def per_class_figure(baseline: tuple, after: tuple, classes: tuple[str, ...]) ->
     fig.add_bar(x=list(classes), y=list(baseline), name="baseline", marker_color=KEPT)
     fig.add_bar(x=list(classes), y=list(after), name="after forgetting", marker_color=SELECTED)
     fig.update_layout(barmode="group", height=300, margin=dict(l=10, r=10, t=30, b=10),
-                      yaxis_title="test accuracy (%)", yaxis_range=[0, 100], legend=dict(orientation="h", y=1.15))
+                      yaxis_title="test accuracy (%)", yaxis_range=[0, 100], xaxis_type="category", legend=dict(orientation="h", y=1.15))
+    return fig
+
+
+def beta_histogram_figure(betas: np.ndarray) -> go.Figure:
+    """β = min(λ·I_D/I_Df, 1) of the dampened elements: 0 erases, 1 leaves alone."""
+    fig = go.Figure(go.Histogram(x=betas, xbins=dict(start=0, end=1.0001, size=0.025), marker_color=SELECTED))
+    fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="β (multiplier of a dampened element)",
+                      yaxis_title="elements", xaxis_range=[0, 1.02])
+    return fig
+
+
+def prediction_shift_figure(before: np.ndarray, after: np.ndarray, classes: tuple[str, ...]) -> go.Figure:
+    """Where the forget set's top predictions go: % per predicted class, before and after."""
+    fig = go.Figure()
+    fig.add_bar(x=list(classes), y=before, name="baseline", marker_color=KEPT)
+    fig.add_bar(x=list(classes), y=after, name="after forgetting", marker_color=SELECTED)
+    fig.update_layout(barmode="group", height=260, margin=dict(l=10, r=10, t=30, b=10), xaxis_type="category",
+                      yaxis_title="% of forget samples predicted", legend=dict(orientation="h", y=1.18))
     return fig

@@ -48,19 +48,82 @@ def test_url_parameters_set_the_view(app):
     app.query_params["target"] = "class:5"
     app.run()
     assert app.slider(key="alpha").value == 2.0
-    assert app.text_input(key="target").value == "class:5"
+    assert app.selectbox(key="t_class").value == 5
     assert "class 5" in app.subheader[0].value
 
 
-def test_bad_target_is_an_error_message_not_a_traceback(app):
+@pytest.mark.parametrize("target", ["class:42", "class:nosuch", "bogus"])
+def test_bad_url_target_warns_and_falls_back(app, target):
+    app.query_params["target"] = target
     app.run()
-    app.text_input(key="target").input("class:42").run()
+    assert not app.exception and not app.error
+    assert any(target in w.value for w in app.warning)
+    assert "class 3" in app.subheader[0].value
+
+
+def test_retrain_reference_is_shown_next_to_the_metrics(app):
+    app.run()
+    mia = metric(app, "MIA")
+    assert "retrained:" in mia.proto.delta_description
+
+
+def test_random_target_scores_d_f_on_train(app):
+    app.run()
+    app.radio(key="t_kind").set_value("random").run()
     assert not app.exception
-    assert "does not exist" in app.error[0].value
+    assert "random training images" in app.subheader[0].value
+    assert metric(app, "D_f accuracy").label == "D_f accuracy (train)"
+
+
+def test_unlabelled_test_images_forget_their_class(app):
+    app.run()
+    app.radio(key="t_kind").set_value("images").run()
+    assert not app.exception and not app.error
+    assert "unlabelled" in app.subheader[0].value
+    assert metric(app, "D_f accuracy").value.startswith("—")
+    assert "no labels" in metric(app, "D_f accuracy").value
+
+
+def _png(array) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_uploaded_pngs_are_forgotten_without_labels_and_bad_files_are_skipped(app):
+    from core.data import load_dataset
+
+    digits = load_dataset("digits")
+    threes = digits.test_x[digits.test_y == 3][:20, 0].numpy()
+    app.run()
+    app.radio(key="t_kind").set_value("images").run()
+    app.radio(key="t_source").set_value("upload").run()
+    assert "no usable images" in app.error[0].value  # nothing uploaded yet: a message, not a crash
+    files = [(f"three_{i}.png", _png(a), "image/png") for i, a in enumerate(threes)]
+    files.append(("notes.png", b"this is text, not an image", "image/png"))
+    app.file_uploader(key="uploads").set_value(files).run()
+    assert not app.exception and not app.error
+    assert "20 unlabelled image(s)" in app.subheader[0].value
+    assert any("notes.png" in w.value for w in app.warning)
+    assert app.get("plotly_chart")  # figures drawn
+    # the numbers shown are core's numbers for the same 20 unlabelled images
+    import torch
+
+    from core.experiment import ExperimentConfig, forget, prepare
+
+    prep = prepare(ExperimentConfig(), forget_images=torch.from_numpy(threes[:, None]))
+    expected = forget(prep, 3.5, 1.0).result
+    assert metric(app, "test accuracy").value == f"{expected.test:.1f} %"
+    assert metric(app, "MIA").value == f"{expected.mia:.1f}"
+    assert expected.per_class_test[3] < 50 < min(expected.per_class_test[c] for c in range(10) if c != 3)
 
 
 def test_overview_page_explains_and_shows_live_result(app):
-    app.switch_page("pages/overview.py").run()
+    app.switch_page("views/overview.py").run()
     assert not app.exception
     assert len(app.latex) == 2
     assert percent(metric(app, "D_f accuracy")) <= 10.0

@@ -11,6 +11,12 @@ from core.splits import ForgetSpec
 DATASET, MODEL, TARGET, ALPHA, LAMBDA, METHOD, MODE = "dataset", "model", "target", "alpha", "lambda", "method", "mode"
 DEFAULTS = {DATASET: "digits", MODEL: "small_cnn", TARGET: "class:3", ALPHA: 3.5, LAMBDA: 1.0, METHOD: "lfssd", MODE: "batch"}
 FLOATS = (ALPHA, LAMBDA)
+# The target picker's own widgets; TARGET (the URL-able spec string) is composed from them.
+T_KIND, T_CLASS, T_N, T_SEED, T_SOURCE, T_IMAGE_CLASS, UPLOADS = (
+    "t_kind", "t_class", "t_n", "t_seed", "t_source", "t_image_class", "uploads")
+TARGET_KINDS = {"class": "a whole class", "random": "random training images", "images": "images, without labels"}
+IMAGE_SOURCES = {"test": "test images of one class (labels hidden)", "upload": "images I upload"}
+UPLOAD_TARGET = "images:upload"
 
 
 @dataclass(frozen=True)
@@ -58,3 +64,54 @@ def suggested_alpha(dataset: str, target: str) -> float:
         return default_alpha(dataset, ForgetSpec.parse(target).kind)
     except ValueError:
         return DEFAULTS[ALPHA]
+
+
+def _whole(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{what} '{text}' is not a whole number") from None
+
+
+def picker_from_target(target: str, num_classes: int) -> dict:
+    """Picker widget values that reproduce a target spec (from a URL); raises ValueError if bad."""
+    kind, _, value = target.partition(":")
+    if kind == "class":
+        cls = _whole(value, "class")
+        if not 0 <= cls < num_classes:
+            raise ValueError(f"class {cls} does not exist")
+        return {T_KIND: "class", T_CLASS: cls}
+    if kind == "random":
+        n, _, seed = value.partition(":")
+        return {T_KIND: "random", T_N: _whole(n, "count"), T_SEED: _whole(seed or "0", "seed")}
+    if target == UPLOAD_TARGET:
+        return {T_KIND: "images", T_SOURCE: "upload"}
+    if kind == "images" and value.startswith("test:"):
+        cls = _whole(value.removeprefix("test:"), "class")
+        if not 0 <= cls < num_classes:
+            raise ValueError(f"class {cls} does not exist")
+        return {T_KIND: "images", T_SOURCE: "test", T_IMAGE_CLASS: cls}
+    raise ValueError(f"'{target}' is not a target the app can show")
+
+
+def target_from_picker() -> str:
+    s = st.session_state
+    if s[T_KIND] == "class":
+        return f"class:{s[T_CLASS]}"
+    if s[T_KIND] == "random":
+        return f"random:{s[T_N]}:{s[T_SEED]}"
+    return UPLOAD_TARGET if s[T_SOURCE] == "upload" else f"images:test:{s[T_IMAGE_CLASS]}"
+
+
+def init_picker(num_classes: int) -> None:
+    """Set the picker from TARGET once per data set; a bad URL target falls back with a warning."""
+    if st.session_state.get("_picker_for") == (st.session_state[DATASET], num_classes):
+        return
+    picker = {T_KIND: "class", T_CLASS: 3 % num_classes, T_N: 50, T_SEED: 0, T_SOURCE: "test", T_IMAGE_CLASS: 3 % num_classes}
+    try:
+        picker.update(picker_from_target(st.session_state[TARGET], num_classes))
+    except ValueError as exc:
+        st.session_state["_url_warning"] = f"ignored forget target '{st.session_state[TARGET]}': {exc}"
+    for key, value in picker.items():
+        st.session_state[key] = value
+    st.session_state["_picker_for"] = (st.session_state[DATASET], num_classes)

@@ -24,4 +24,4 @@ try:
     widgets.metric_cards(prep.baseline, result.result, result.report.fraction, result.report.selected)
 except UserError as exc:
     st.error(str(exc))
-st.page_link("pages/forget.py", label="Open the Forget page →")
+st.page_link("views/forget.py", label="Open the Forget page →")

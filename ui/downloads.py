@@ -1,0 +1,31 @@
+"""Download buttons: the JSON report of a forgetting run and the dampened model (safetensors)."""
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+from safetensors.torch import save as safetensors_bytes
+
+from core.evaluate import EvalResult
+from core.experiment import ForgetOutcome, Prepared
+
+
+def report_json(prep: Prepared, outcome: ForgetOutcome, retrain: EvalResult | None) -> str:
+    cfg = prep.config
+    return json.dumps({
+        "dataset": cfg.dataset, "model": cfg.model, "target": prep.split.description, "method": cfg.kind,
+        "mode": cfg.mode, "alpha": outcome.report.alpha, "lambda": outcome.report.lambda_,
+        "baseline": prep.baseline.headline(), "forgotten": outcome.result.headline(),
+        "retrained": retrain.headline() if retrain else None,
+        "selected": outcome.report.selected, "parameters": outcome.report.numel, "layers": outcome.report.to_rows(),
+    }, indent=2, default=lambda v: None)
+
+
+def report_and_model(prep: Prepared, outcome: ForgetOutcome, retrain: EvalResult | None) -> None:
+    left, right = st.columns(2)
+    stem = f"lfssd_{prep.config.dataset}_a{outcome.report.alpha:g}_l{outcome.report.lambda_:g}"
+    left.download_button("Download the report (JSON)", report_json(prep, outcome, retrain), f"{stem}.json",
+                         mime="application/json", key="dl_report")
+    state = {k: v.detach().cpu().contiguous() for k, v in outcome.model.state_dict().items()}
+    right.download_button("Download the dampened model (safetensors)", safetensors_bytes(state), f"{stem}.safetensors",
+                          mime="application/octet-stream", key="dl_model")

@@ -1,0 +1,91 @@
+"""Model & data: the data set and its samples, the baseline's scores per class, an uploaded checkpoint."""
+import streamlit as st
+
+from core.data import DATASETS, load_dataset
+from core.errors import UserError
+from core.model_report import (CHECKPOINT_TYPES, MAX_UPLOAD_MB, class_counts, confusion_figure,
+                               load_uploaded_checkpoint, model_report, per_class_bars, sample_grid_figure)
+from core.models import MODELS, weights_hash
+from ui import compute, state
+
+selection = state.current()
+
+
+def report(key: tuple, make):
+    """A model's scores, kept in this session so reruns (any widget) do not re-run the model."""
+    reports = st.session_state.setdefault("md_reports", {})
+    if key not in reports:
+        reports[key] = model_report(*make())
+    return reports[key]
+
+
+# --- the data set ---
+try:
+    dataset = load_dataset(selection.dataset)
+except UserError as exc:
+    st.error(str(exc))
+    st.stop()
+st.subheader(f"Data set: {DATASETS.get(selection.dataset).description}")
+st.caption(dataset.description)
+cols = st.columns(4)
+cols[0].metric("train images", f"{len(dataset.train_y):,}")
+cols[1].metric("test images", f"{len(dataset.test_y):,}")
+cols[2].metric("image shape (C × H × W)", " × ".join(map(str, dataset.image_shape)))
+cols[3].metric("classes", dataset.num_classes)
+left, right = st.columns([3, 1])
+with left:
+    st.markdown("**Train images, the first 12 of each class** (enlarged pixel for pixel)")
+    st.plotly_chart(sample_grid_figure(dataset, per_class=12), width="stretch", key="md_samples")
+with right:
+    st.markdown("**Images per class**")
+    st.dataframe(class_counts(dataset), hide_index=True, width="stretch")
+
+# --- the baseline model ---
+st.divider()
+st.subheader(f"Baseline model: {MODELS.get(selection.model).description}")
+try:
+    prep = compute.prepared(selection.dataset, selection.model, selection.target, selection.method, selection.mode)
+except UserError as exc:
+    st.error(f"{exc} (the baseline is prepared together with the sidebar's forget target)")
+    st.stop()
+base = report(("baseline", weights_hash(prep.model)), lambda: (prep.model, prep.dataset))
+cols = st.columns(3)
+cols[0].metric("train accuracy", f"{base.train:.1f} %")
+cols[1].metric("test accuracy", f"{base.test:.1f} %")
+cols[2].metric("training", "cached" if prep.cache_hits.get("model") else f"{prep.timings.get('model', 0.0):.0f} s",
+               help="trained once on the train split, then loaded from the disk cache")
+left, right = st.columns(2)
+with left:
+    st.markdown("**Test accuracy per class**")
+    st.plotly_chart(per_class_bars(dataset.classes, baseline=base.per_class), width="stretch", key="md_per_class")
+with right:
+    st.markdown("**Confusion matrix on the test split** (counts; colour: share of the true class)")
+    st.plotly_chart(confusion_figure(base.confusion, dataset.classes), width="stretch", key="md_confusion")
+
+# --- an uploaded checkpoint ---
+st.divider()
+st.subheader("Compare a checkpoint of your own")
+st.caption(f"Weights for **{selection.model}** on **{selection.dataset}**: a .safetensors file, or a .pt file "
+           "written by `torch.save(model.state_dict(), …)` (read with `weights_only`; plain pickles are refused, "
+           "never unpickled). `python -m core train --save model.safetensors` writes one.")
+upload = st.file_uploader(f"Checkpoint (≤ {MAX_UPLOAD_MB} MB)", type=list(CHECKPOINT_TYPES), key="md_checkpoint",
+                          max_upload_size=MAX_UPLOAD_MB)
+if upload is not None:
+    try:
+        mine = report(("upload", upload.file_id, selection.dataset, selection.model), lambda: (
+            load_uploaded_checkpoint(upload.getvalue(), upload.name, selection.model, prep.dataset), prep.dataset))
+    except UserError as exc:
+        st.error(str(exc))
+    else:
+        pairs = (("test", mine.test, base.test), ("train", mine.train, base.train))
+        for col, (split, new, old) in zip(st.columns(3), pairs):
+            col.metric(f"{split} accuracy of {upload.name}", f"{new:.1f} %", f"{new - old:+.1f} vs baseline")
+        st.plotly_chart(per_class_bars(dataset.classes, baseline=base.per_class, uploaded=mine.per_class),
+                        width="stretch", key="md_per_class_upload")
+        left, right = st.columns(2)
+        left.plotly_chart(confusion_figure(base.confusion, dataset.classes, "baseline"), width="stretch",
+                          key="md_confusion_base")
+        right.plotly_chart(confusion_figure(mine.confusion, dataset.classes, upload.name), width="stretch",
+                           key="md_confusion_upload")
+        st.info("Using an uploaded model as the Forget page's baseline is coming next; until then the Forget page "
+                "forgets from the trained baseline above (the CLI takes `--checkpoint`).")
