@@ -38,6 +38,10 @@ def sidebar() -> state.Selection:
     return selection
 
 
+def _class_label(index: int, classes: tuple[str, ...]) -> str:
+    return classes[index] if classes[index] == str(index) else f"{index}: {classes[index]}"
+
+
 def target_picker() -> None:
     """What to forget: a class, random training images, or unlabelled images (test split or upload)."""
     from ui.compute import dataset
@@ -47,7 +51,7 @@ def target_picker() -> None:
     st.radio("What to forget", list(state.TARGET_KINDS), key=state.T_KIND, format_func=state.TARGET_KINDS.get)
     kind = st.session_state[state.T_KIND]
     if kind == "class":
-        st.selectbox("Class", range(len(classes)), key=state.T_CLASS, format_func=lambda i: f"{i}: {classes[i]}")
+        st.selectbox("Class", range(len(classes)), key=state.T_CLASS, format_func=lambda i: _class_label(i, classes))
     elif kind == "random":
         left, right = st.columns(2)
         left.number_input("How many", 1, 1000, step=10, key=state.T_N)
@@ -57,7 +61,7 @@ def target_picker() -> None:
                  help="LFSSD needs no labels: the images' classes are never used")
         if st.session_state[state.T_SOURCE] == "test":
             st.selectbox("Test images of class", range(len(classes)), key=state.T_IMAGE_CLASS,
-                         format_func=lambda i: f"{i}: {classes[i]}")
+                         format_func=lambda i: _class_label(i, classes))
         else:
             st.file_uploader("Images to forget (PNG, JPEG, GIF, BMP, WebP, TIFF)", accept_multiple_files=True,
                              type=["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"], key=state.UPLOADS)
@@ -74,7 +78,7 @@ def _vs_retrain(value: float | None, retrain: EvalResult | None, field: str) -> 
     reference = getattr(retrain, field, None) if retrain is not None else None
     if reference is None or value is None:
         return None
-    return f"retrained: {reference:.1f} (off by {abs(value - reference):.1f})"
+    return f"retrain {reference:.1f}"
 
 
 def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, dampened: int,
