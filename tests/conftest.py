@@ -186,3 +186,15 @@ def screenshot_dir() -> Path:
     path = REPO / "screenshots"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two spinning intra-op torch threads on a loaded 2-core machine made training and sweeps
+    up to 3x slower; page tests that train use one thread, restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

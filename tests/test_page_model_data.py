@@ -150,12 +150,8 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two spinning intra-op threads on a loaded 2-core machine make training several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """See conftest: one torch thread keeps these page tests fast on a loaded 2-core machine."""
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from core import sensitivity_plots as sp
@@ -22,12 +21,8 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two intra-op threads on this 2-core machine under load made each sweep point ~3x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """See conftest: one torch thread keeps these page tests fast on a loaded 2-core machine."""
 
 
 @pytest.fixture
