@@ -125,6 +125,13 @@ def _ensure_files(archive: _Archive, root: Path, download: bool, progress: Progr
         raise DataUnavailableError(_unavailable(archive, root, "the download did not contain it"))
 
 
+def files_present(name: str, root: str | Path) -> bool:
+    """Whether a CIFAR set's files are all in ``root`` (nothing read, nothing downloaded)."""
+    if name not in _VARIANTS:
+        return False
+    return not _missing(_VARIANTS[name][0], Path(root))
+
+
 def _missing(archive: _Archive, root: Path) -> list[str]:
     return [f for f in archive.files if not (root / archive.folder / f).is_file()]
 

@@ -37,6 +37,17 @@ def default_data_root() -> Path:
     return Path(os.environ.get("LFSSD_DATA_DIR", Path.home() / ".cache" / "lfssd-explorer" / "data"))
 
 
+EMBEDDED = ("digits", "mnist5k")  # ship with the installed packages: always available offline
+
+
+def available_datasets(root: str | Path | None = None) -> list[str]:
+    """The embedded sets, then each CIFAR set whose files are in the data folder (no download tried)."""
+    from core.cifar import files_present
+
+    root = Path(root) if root is not None else default_data_root()
+    return [*EMBEDDED, *(n for n in ("cifar10", "cifar100", "cifar20") if files_present(n, root))]
+
+
 def load_dataset(name: str, root: str | Path | None = None, progress: Progress | None = None) -> Dataset:
     """Load a registered data set by name.
 

@@ -4,6 +4,7 @@ The CLI and the app both go through here, so they print and show the same number
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
@@ -78,6 +79,15 @@ class Prepared:
     @property
     def batch_size(self) -> int:
         return self.config.batch_size or self.split.reference_batch_size
+
+    @property
+    def alpha_ceiling(self) -> float:
+        """Roughly the largest I_Df/I_D an element can reach (SPEC §2), so α above it selects next
+        to nothing: batches of D over batches of D_f in batch mode, |D|/|D_f| per sample."""
+        n_full, n_forget = len(self.dataset.train_y), self.split.num_forget
+        if self.config.mode == "batch":
+            return math.ceil(n_full / self.batch_size) / math.ceil(n_forget / self.batch_size)
+        return n_full / n_forget
 
 
 def baseline_model(config: ExperimentConfig, dataset: Dataset, cache: TensorCache,

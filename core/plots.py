@@ -11,8 +11,9 @@ from core.dampening import DampeningReport, RatioHistogram
 SELECTED, KEPT = "#d62728", "#9aa5b1"
 
 
-def ratio_histogram_figure(hist: RatioHistogram, alpha: float) -> go.Figure:
-    """log10(I_Df / I_D) over every parameter element; bars right of log10 α are dampened."""
+def ratio_histogram_figure(hist: RatioHistogram, alpha: float, ceiling: float | None = None) -> go.Figure:
+    """log10(I_Df / I_D) over every parameter element; bars right of log10 α are dampened.
+    ``ceiling`` (≈ |D|/|D_f|) marks where the ratio runs out: α beyond it selects next to nothing."""
     centers = (hist.edges[:-1] + hist.edges[1:]) / 2
     threshold = math.log10(alpha)
     selected = centers > threshold
@@ -21,13 +22,23 @@ def ratio_histogram_figure(hist: RatioHistogram, alpha: float) -> go.Figure:
         fig.add_bar(x=centers[mask], y=np.where(hist.counts[mask] > 0, hist.counts[mask], np.nan),
                     marker_color=color, name=name, width=float(hist.edges[1] - hist.edges[0]))
     fig.add_vrect(x0=threshold, x1=float(hist.edges[-1]), fillcolor=SELECTED, opacity=0.08, line_width=0)
-    fig.add_vline(x=threshold, line_color=SELECTED, line_dash="dash",
-                  annotation_text=f"α = {alpha:g}", annotation_position="top right")
-    fig.update_layout(barmode="overlay", bargap=0, height=320, margin=dict(l=10, r=10, t=30, b=10),
+    # labels above the plot, each on its outer side of the pair, so the two never overlap
+    alpha_left = ceiling is None or alpha <= ceiling
+    fig.add_vline(x=threshold, line_color=SELECTED, line_dash="dash")
+    _label_line(fig, threshold, f"α = {alpha:g}", SELECTED, "right" if alpha_left else "left")
+    if ceiling is not None:
+        fig.add_vline(x=math.log10(ceiling), line_color="#555", line_dash="dot")
+        _label_line(fig, math.log10(ceiling), f"ceiling ≈ {ceiling:.3g}", "#555", "left" if alpha_left else "right")
+    fig.update_layout(barmode="overlay", bargap=0, height=340, margin=dict(l=10, r=10, t=50, b=10),
                       xaxis_title="log10(I_Df / I_D)", yaxis_title="parameter elements", yaxis_type="log",
                       yaxis_dtick=1, yaxis_exponentformat="power",
-                      legend=dict(orientation="h", y=1.12, x=0))
+                      legend=dict(orientation="h", y=1.2, x=0, yanchor="bottom"))
     return fig
+
+
+def _label_line(fig: go.Figure, x: float, text: str, color: str, xanchor: str) -> None:
+    fig.add_annotation(x=x, y=1.0, yref="paper", yanchor="bottom", xanchor=xanchor, text=text, showarrow=False,
+                       font=dict(color=color), xshift=-3 if xanchor == "right" else 3)
 
 
 def layer_bars_figure(report: DampeningReport) -> go.Figure:

@@ -40,18 +40,13 @@ LINE_COLORS = {"d_r": "#1f77b4", "d_f": "#d62728", "mia": "#9467bd", "selected_f
 
 # --- grids ----------------------------------------------------------------------------------------
 
-def ratio_ceiling(num_train: int, num_forget: int) -> float:
-    """|D| / |D_f|: roughly the largest I_Df/I_D any parameter reaches, so α above it selects nothing."""
-    return num_train / max(num_forget, 1)
-
-
 def default_alphas(ceiling: float) -> tuple[float, ...]:
-    """The paper's 1, 5, 10, 25, 50 plus finer points below ~¾ of the ratio ceiling.
+    """The paper's 1, 5, 10, 25, 50 plus finer points up to the ratio ceiling (``Prepared.alpha_ceiling``).
 
-    On 10-class data (ceiling ≈ 10) that adds 1.5 … 4 and 7: forgetting happens around 2–5 and
-    selection vanishes by ~7.
+    On 10-class data in batch mode (ceiling ≈ 7.3) that adds 1.5 … 4 and 7: forgetting happens
+    around 2–5 and selection vanishes by ~7.
     """
-    extras = [a for a in _EXTRA_ALPHAS if a <= 0.75 * ceiling]
+    extras = [a for a in _EXTRA_ALPHAS if a <= ceiling]
     return tuple(sorted(set(PAPER_ALPHAS) | set(extras)))
 
 
@@ -61,8 +56,8 @@ def _nice(x: float) -> float:
 
 
 def heatmap_alphas(ceiling: float, size: int = HEATMAP_SIZE) -> tuple[float, ...]:
-    """About ``size`` log-spaced, rounded α from 1 up to ~¾ of the ratio ceiling."""
-    top = max(0.75 * ceiling, 2.0)
+    """About ``size`` log-spaced, rounded α from 1 up to the ratio ceiling."""
+    top = max(ceiling, 2.0)
     return tuple(sorted({1.0} | {_nice(float(x)) for x in np.geomspace(1.0, top, size)}))
 
 

@@ -32,7 +32,7 @@ def server_times(moves: int) -> list[float]:
     at.run()  # trains / loads the model and the importances
     times = []
     for alpha in (ALPHAS * 3)[:moves]:
-        at.slider(key="alpha").set_value(alpha)
+        at.select_slider(key="alpha_slider").set_value(alpha)
         started = time.perf_counter()
         at.run()
         times.append(time.perf_counter() - started)

@@ -188,6 +188,13 @@ def screenshot_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One cache folder for every test that opens the app: the default model, its importances and
+    its retrained reference are computed once per test run, then loaded."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Two spinning intra-op torch threads on a loaded 2-core machine made training and sweeps

@@ -199,3 +199,89 @@ def test_raising_alpha_with_the_keyboard_stops_forgetting(browser_page, streamli
         assert charts_after != charts_before, "no chart re-rendered after α changed"
     page.screenshot(path=str(screenshot_dir / "browser_alpha_max.png"))
     full_screenshot(page, screenshot_dir / "browser_alpha_max_full.png")
+
+
+def slider_text(page, name) -> str:
+    """What a slider shows as its value (``aria-valuetext``: the option label for a select slider)."""
+    slider = page.get_by_role("slider", name=name)
+    assert slider.count() == 1, f"expected one slider named {name.pattern}, found {slider.count()}"
+    return slider.first.get_attribute("aria-valuetext") or slider.first.get_attribute("aria-valuenow")
+
+
+def test_a_copied_url_reopens_the_same_view(browser_page, streamlit_server, screenshot_dir):
+    page = browser_page
+    streamlit_server_url = streamlit_server.url.rstrip("/")
+    page.goto(f"{streamlit_server_url}/?target=class:5&alpha=2&lambda=0.5&method=lfssd&mode=batch")
+    metric = d_f_metric(page)
+    metric.wait_for(state="visible", timeout=FIRST_RENDER_TIMEOUT_MS)
+    wait_idle(page, FIRST_RENDER_TIMEOUT_MS)
+    assert slider_text(page, ALPHA_NAME) == "2"
+    assert float(slider_text(page, re.compile("λ"))) == 0.5
+    assert "class 5" in page.get_by_role("heading", name=re.compile("^Forgetting")).inner_text()
+    assert not _page_problems(page), _page_problems(page)
+    # moving a slider writes the new value back into the address bar
+    slider = page.get_by_role("slider", name=ALPHA_NAME)
+    slider.focus()
+    run_and_wait(page, lambda: page.keyboard.press("ArrowRight"))
+    page.wait_for_function("() => new URLSearchParams(location.search).get('alpha') === '2.25'", timeout=RERUN_TIMEOUT_MS)
+    page.screenshot(path=str(screenshot_dir / "browser_url_class5.png"))
+
+
+def _png_of_a_three() -> bytes:
+    import io
+
+    from PIL import Image
+
+    from core.data import load_dataset
+
+    digits = load_dataset("digits")
+    three = digits.test_x[digits.test_y == 3][0, 0].numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(three).resize((64, 64), Image.NEAREST).save(buffer, format="PNG")  # any size: resized on upload
+    return buffer.getvalue()
+
+
+def test_uploading_a_png_forgets_it_without_labels(browser_page, streamlit_server, screenshot_dir):
+    page = browser_page
+    open_app(page, streamlit_server)
+    sidebar = page.get_by_test_id("stSidebar")
+    run_and_wait(page, lambda: sidebar.get_by_text("images, without labels").click())
+    run_and_wait(page, lambda: sidebar.get_by_text("images I upload").click())
+    assert "no usable images" in page.get_by_test_id("stAlert").first.inner_text()
+    run_and_wait(page, lambda: sidebar.locator("input[type=file]").set_input_files(
+        files=[{"name": "my_three.png", "mimeType": "image/png", "buffer": _png_of_a_three()}]))
+    wait_idle(page)
+    heading = page.get_by_role("heading", name=re.compile("^Forgetting"))
+    heading.wait_for(timeout=RERUN_TIMEOUT_MS)
+    assert "1 unlabelled image(s)" in heading.inner_text()
+    assert "no labels" in d_f_metric(page).get_by_test_id("stMetricLabel").inner_text()
+    assert metric_text(d_f_metric(page)) == "—"
+    assert page.get_by_text("my_three.png").first.is_visible()  # the gallery names the upload
+    page.wait_for_function(_CHARTS_DRAWN, timeout=RERUN_TIMEOUT_MS)
+    assert not _page_problems(page), _page_problems(page)
+    page.screenshot(path=str(screenshot_dir / "browser_upload.png"))
+
+
+PAGES = {  # URL path → a heading each page shows once it has rendered
+    "overview": "LFSSD Explorer",
+    "model_data": "Data set:",
+    "": "Forgetting",  # the Forget page is the default: it lives at the root
+    "sensitivity": "Sensitivity to α and λ",
+    "importance": "Importance maps",
+}
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_page_opens_without_an_error(browser_page, streamlit_server, screenshot_dir, path):
+    page = browser_page
+    page.goto(f"{streamlit_server.url.rstrip('/')}/{path}")
+    heading = page.get_by_role("heading", name=re.compile("^" + re.escape(PAGES[path])))
+    heading.first.wait_for(timeout=FIRST_RENDER_TIMEOUT_MS)
+    wait_idle(page, FIRST_RENDER_TIMEOUT_MS * 2)  # the sensitivity sweeps and the retrain run here on first open
+    page.wait_for_function(_CHARTS_DRAWN, timeout=RERUN_TIMEOUT_MS)
+    assert not _page_problems(page), _page_problems(page)
+    assert page.get_by_text("Page not found").count() == 0
+    assert page.get_by_test_id("stAlert").filter(has_text=re.compile("rror")).count() == 0
+    assert page.locator(".js-plotly-plot, .katex").count() > 0  # charts, or the equations
+    page.screenshot(path=str(screenshot_dir / f"page_{path or 'forget'}.png"))
+    full_screenshot(page, screenshot_dir / f"page_{path or 'forget'}_full.png")

@@ -147,11 +147,6 @@ def test_display_table_names_columns_for_people():
 # --- the page -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
 def direct(cache_dir):
     """The default view's four experiments, prepared through core; this fills the disk cache the page
     then loads from, so page and test see the same model. One torch thread while training: on two

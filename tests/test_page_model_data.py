@@ -144,11 +144,6 @@ def test_an_upload_over_the_size_limit_is_refused_before_reading(digits):
 
 # --- the page ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")  # shared: the default model trains once per module
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread(one_torch_thread):
     """See conftest: one torch thread keeps these page tests fast on a loaded 2-core machine."""
@@ -205,7 +200,32 @@ def test_uploading_the_baseline_shows_it_beside_the_baseline(page, digits, tmp_p
     assert not page.exception and not page.error
     assert _metric(page, "test accuracy of baseline.safetensors") == _metric(page, "test accuracy")
     assert _confusion_totals(page) == [len(digits.test_y)] * 3
-    assert any("Forget page" in info.value for info in page.info)
+
+
+def test_an_uploaded_checkpoint_becomes_the_baseline_the_forget_page_forgets_from(page, digits, tmp_path):
+    from core.cache import TensorCache
+    from core.experiment import ExperimentConfig, forget, prepare
+    from core.train import default_config, trained_model
+
+    mine, _ = trained_model("small_cnn", digits, default_config("small_cnn", "digits", epochs=5, seed=7),
+                            cache=TensorCache(tmp_path / "other"))
+    assert weights_hash(mine) != weights_hash(_trained_baseline(digits))
+    page.file_uploader(key="md_checkpoint").upload("mine.safetensors", _safetensors_bytes(mine, tmp_path)).run()
+    page.button(key="md_use_checkpoint").click().run()
+    assert not page.exception and not page.error
+    assert "your checkpoint mine.safetensors" in page.subheader[1].value
+    assert _metric(page, "test accuracy") == _metric(page, "test accuracy of mine.safetensors")
+
+    page.switch_page("views/forget.py").run()
+    assert not page.exception and not page.error
+    assert "your checkpoint" in page.subheader[0].value
+    expected = forget(prepare(ExperimentConfig(checkpoint=page.session_state["baseline_upload"]["path"])), 3.5, 1.0)
+    shown = {m.label.split(" (")[0]: m.value for m in page.metric}
+    assert shown["D_r accuracy"] == f"{expected.result.d_r:.1f} %"
+    assert shown["MIA"] == f"{expected.result.mia:.1f}"
+
+    page.button(key="use_trained_baseline").click().run()  # the sidebar switches back
+    assert "your checkpoint" not in page.subheader[0].value
 
 
 def test_a_refused_upload_is_an_error_message_and_the_page_keeps_working(page, tmp_path):

@@ -15,11 +15,6 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DIGITS_DEFAULT_ALPHAS = [1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 7, 10, 25, 50]
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")  # shared: the default and retrained models train once per module
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread(one_torch_thread):
     """See conftest: one torch thread keeps these page tests fast on a loaded 2-core machine."""
@@ -104,10 +99,10 @@ def test_table2_preset_shows_the_papers_numbers_beside_ours(page):
 # --- core/sensitivity_plots.py ------------------------------------------------------------------------
 
 def test_default_alphas_suit_the_data_set():
-    assert list(sp.default_alphas(9.8)) == DIGITS_DEFAULT_ALPHAS
-    wide = sp.default_alphas(100.0)
+    assert list(sp.default_alphas(22 / 3)) == DIGITS_DEFAULT_ALPHAS  # digits class 3, batch mode: 22 / 3 batches
+    wide = sp.default_alphas(97.75)  # CIFAR-100, one class: 782 / 8 batches
     assert set(sp.PAPER_ALPHAS) <= set(wide) and {15, 35, 75} <= set(wide) and 100 not in wide
-    assert sp.heatmap_alphas(9.8) == (1.0, 1.5, 2.0, 3.5, 5.0, 7.5)
+    assert sp.heatmap_alphas(22 / 3) == (1.0, 1.5, 2.0, 3.5, 5.0, 7.5)
 
 
 @pytest.mark.parametrize("text, message", [("1,x", "'x' in the α grid is not a number"), ("", "empty"),

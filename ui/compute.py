@@ -6,6 +6,8 @@ core's ``dampen`` always works on a copy, so no session can change what another 
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from pathlib import Path
 
 import streamlit as st
 import torch
@@ -15,7 +17,8 @@ from core.data import load_dataset
 from core.dataset import Dataset
 from core.errors import UserError
 from core.images import MAX_IMAGE_BYTES, decode_image
-from ui.state import UPLOAD_TARGET, UPLOADS
+from core.models import save_checkpoint, weights_hash
+from ui.state import BASELINE_UPLOAD as UPLOAD_BASELINE, UPLOAD_TARGET, UPLOADS, Selection
 from core.dampening import RatioHistogram, ratio_histogram
 from core.evaluate import EvalResult
 from core.experiment import ExperimentConfig, ForgetOutcome, Prepared, forget, prepare, retrain_reference
@@ -26,9 +29,12 @@ def dataset(name: str) -> Dataset:
     return load_dataset(name)
 
 
-def prepared(dataset_name: str, model: str, target: str, method: str, mode: str) -> Prepared:
-    """The shared experiment for a selection. Image targets come from the test split
-    (``images:test:<class>``, labels hidden) or from this session's uploads (``images:upload``)."""
+def prepared(selection: Selection, method: str | None = None, mode: str | None = None) -> Prepared:
+    """The shared experiment for a selection (``method``/``mode`` override its own). Image targets
+    come from the test split (``images:test:<class>``, labels hidden) or from this session's
+    uploads (``images:upload``); the baseline is the trained model or the user's checkpoint."""
+    dataset_name, model, target = selection.dataset, selection.model, selection.target
+    method, mode, checkpoint = method or selection.method, mode or selection.mode, selection.checkpoint
     if target == UPLOAD_TARGET:
         images, names = uploaded_images(dataset(dataset_name))
     elif target.startswith("images:test:"):
@@ -36,26 +42,45 @@ def prepared(dataset_name: str, model: str, target: str, method: str, mode: str)
         mask = data.test_y == int(target.removeprefix("images:test:"))
         images, names = data.test_x[mask], [f"test #{int(i)}" for i in torch.nonzero(mask).flatten()]
     else:
-        return _prepared(dataset_name, model, target, method, mode, None, None, (), str(cache_root()))
+        return _prepared(dataset_name, model, target, method, mode, checkpoint, None, None, (), str(cache_root()))
     if len(images) == 0:
         raise UserError("the forget set is empty: add at least one image")
     digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
-    return _prepared(dataset_name, model, f"images:{digest}", method, mode, digest, images, tuple(names),
-                     str(cache_root()))
+    return _prepared(dataset_name, model, f"images:{digest}", method, mode, checkpoint, digest, images,
+                     tuple(names), str(cache_root()))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _prepared(dataset_name: str, model: str, target: str, method: str, mode: str, images_digest: str | None,
-              _images: torch.Tensor | None, _names: tuple[str, ...], cache_dir: str) -> Prepared:
-    """Keyed by plain values, the cache folder included: a different cache is a different model store."""
+def _prepared(dataset_name: str, model: str, target: str, method: str, mode: str, checkpoint: str | None,
+              images_digest: str | None, _images: torch.Tensor | None, _names: tuple[str, ...],
+              cache_dir: str) -> Prepared:
+    """Keyed by plain values, the cache folder included: a different cache is a different model store.
+    An uploaded checkpoint's path is named by its content hash, so the path names the weights."""
     bar = st.progress(0.0, text="preparing the experiment…")
     try:
-        config = ExperimentConfig(dataset=dataset_name, model=model, forget=target, kind=method, mode=mode)
+        config = ExperimentConfig(dataset=dataset_name, model=model, forget=target, kind=method, mode=mode,
+                                  checkpoint=checkpoint)
         return prepare(config, TensorCache(cache_dir),
                        progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message),
                        forget_images=_images, forget_names=_names)
     finally:
         bar.empty()
+
+
+def use_uploaded_baseline(model: torch.nn.Module, name: str, dataset_name: str, model_name: str) -> None:
+    """Make an uploaded (already validated) model this session's baseline. It is re-saved as
+    safetensors under its weights' hash, so the experiment cache keys on the weights, not the file."""
+    digest = weights_hash(model)
+    folder = Path(cache_root()) / "uploads"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only cache: a private temp folder still works for this session
+        folder = Path(tempfile.mkdtemp(prefix="lfssd-uploads-"))
+    path = folder / f"{model_name}-{digest}.safetensors"
+    if not path.is_file():
+        save_checkpoint(model, path)
+    st.session_state[UPLOAD_BASELINE] = {"path": str(path), "name": name, "dataset": dataset_name,
+                                         "model": model_name, "hash": digest}
 
 
 MAX_UPLOADS = 200
@@ -104,4 +129,4 @@ def experiment_key(prep: Prepared) -> tuple:
     """Plain values naming a prepared experiment, for caching what derives from it. An upload's
     content digest is inside ``config.forget``; the cache folder names the model store."""
     cfg = prep.config
-    return (cfg.dataset, cfg.model, cfg.forget, cfg.kind, cfg.mode, str(cache_root()))
+    return (cfg.dataset, cfg.model, cfg.forget, cfg.kind, cfg.mode, cfg.checkpoint, str(cache_root()))

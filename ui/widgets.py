@@ -5,37 +5,98 @@ import math
 
 import streamlit as st
 
-from core.data import DATASETS
+from core.data import DATASETS, available_datasets
 from core.evaluate import EvalResult
 from core.importance import KINDS, MODES
 from core.models import MODELS
 from ui import state
 
-EMBEDDED = ["digits", "mnist5k"]  # offline data sets the sidebar offers; CIFAR needs files (CLI)
-ALPHA_MIN, ALPHA_MAX = 0.5, 50.0
+MODEL_CHOICES = ["small_cnn", "resnet18", "vit"]  # trained here; vit_b16 needs the model hub (CLI only)
+# α on a log scale: roughly even steps in log α from 0.5 to 100 (the paper uses 1 … 50).
+ALPHA_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0,
+              7.0, 8.0, 9.0, 10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0, 35.0, 40.0, 50.0, 60.0, 70.0, 80.0, 100.0)
+LAMBDA_MAX = 5.0
 
 
 def sidebar() -> state.Selection:
     """Draw the shared sidebar; returns the selection (also written to the URL)."""
     state.init_from_url()
     with st.sidebar:
-        st.selectbox("Data set", EMBEDDED, key=state.DATASET, format_func=lambda n: DATASETS.get(n).description)
-        st.selectbox("Model", ["small_cnn", "vit"], key=state.MODEL, format_func=lambda n: MODELS.get(n).description)
+        choices = available_datasets()
+        if st.session_state[state.DATASET] not in choices:
+            st.session_state["_url_warning"] = (f"data set '{st.session_state[state.DATASET]}' is not available here; "
+                                                f"showing digits (CIFAR needs its files in $LFSSD_DATA_DIR)")
+            st.session_state[state.DATASET] = "digits"
+        st.selectbox("Data set", choices, key=state.DATASET, format_func=lambda n: DATASETS.get(n).description)
+        if st.session_state[state.MODEL] not in MODEL_CHOICES:
+            st.session_state["_url_warning"] = f"model '{st.session_state[state.MODEL]}' is not offered here; showing small_cnn"
+            st.session_state[state.MODEL] = "small_cnn"
+        st.selectbox("Model", MODEL_CHOICES, key=state.MODEL, format_func=lambda n: MODELS.get(n).description)
         target_picker()
         st.radio("Method", KINDS, key=state.METHOD, horizontal=True, format_func=str.upper,
                  help="LFSSD: label-free (‖f(x)‖² sensitivity). SSD: labelled (Fisher diagonal).")
         st.radio("Importance mode", MODES, key=state.MODE, horizontal=True,
                  help="batch: the reference code (|batch-mean gradient|); sample: the paper's equation 3")
-        st.session_state[state.ALPHA] = min(max(float(st.session_state[state.ALPHA]), ALPHA_MIN), ALPHA_MAX)
-        st.slider("α (selection threshold)", ALPHA_MIN, ALPHA_MAX, step=0.5, key=state.ALPHA,
-                  help="an element is dampened when I_Df > α·I_D: lower α dampens more")
-        st.slider("λ (dampening constant)", 0.0, 5.0, step=0.1, key=state.LAMBDA,
-                  help="a dampened element is multiplied by β = min(λ·I_D/I_Df, 1)")
+        baseline_source()
+        st.caption("α and λ: sliders on the Forget, Sensitivity and Importance pages. The address bar always "
+                   "holds a link to this exact view.")
         if "_url_warning" in st.session_state:
             st.warning(st.session_state.pop("_url_warning"))
     selection = state.current()
     state.write_to_url(selection)
     return selection
+
+
+def baseline_source() -> None:
+    """Which model is forgotten from: the trained default, or a checkpoint uploaded on Model & data."""
+    upload = st.session_state.get(state.BASELINE_UPLOAD)
+    if upload is None:
+        return
+    s = st.session_state
+    if (upload["dataset"], upload["model"]) != (s[state.DATASET], s[state.MODEL]):
+        st.caption(f"Your checkpoint {upload['name']} is for {upload['model']} on {upload['dataset']}: "
+                   "using the trained baseline here.")
+        return
+    st.info(f"Baseline: your checkpoint **{upload['name']}**")
+    st.button("Use the trained baseline instead", key="use_trained_baseline",
+              on_click=lambda: s.pop(state.BASELINE_UPLOAD, None))
+
+
+def _copy(source: str, target: str) -> None:
+    st.session_state[target] = st.session_state[source]
+
+
+def alpha_slider(ceiling: float | None = None) -> float:
+    """α on a log scale; values past the ratio ceiling (≈ |D|/|D_f|) are marked.
+
+    The widget has its own key and copies into the shared ALPHA on change, so the value survives
+    pages that draw no slider (Streamlit drops an undrawn widget's state).
+    """
+    s = st.session_state
+    alpha = float(s[state.ALPHA])
+    s[state.W_ALPHA] = alpha
+
+    def label(a: float) -> str:
+        return f"{a:g}" + (" (past the ceiling)" if ceiling is not None and a > ceiling else "")
+
+    st.select_slider("α — selection threshold (log scale)", sorted({*ALPHA_GRID, alpha}), key=state.W_ALPHA,
+                     format_func=label, on_change=_copy, args=(state.W_ALPHA, state.ALPHA),
+                     help="an element is dampened when I_Df > α·I_D: lower α dampens more")
+    if ceiling is not None:
+        st.caption(f"Ceiling ≈ {ceiling:.3g} (|D|/|D_f|, counted in batches in batch mode): I_Df/I_D rarely "
+                   "exceeds it, so α above it dampens next to nothing.")
+    return float(s[state.ALPHA])
+
+
+def lambda_slider() -> float:
+    """λ, with the same own-key-and-copy arrangement as α."""
+    s = st.session_state
+    lambda_ = float(s[state.LAMBDA])
+    s[state.W_LAMBDA] = lambda_
+    st.slider("λ — dampening constant", 0.0, max(LAMBDA_MAX, lambda_), step=0.1, key=state.W_LAMBDA,
+              on_change=_copy, args=(state.W_LAMBDA, state.LAMBDA),
+              help="a dampened element is multiplied by β = min(λ·I_D/I_Df, 1): lower λ dampens harder")
+    return float(s[state.LAMBDA])
 
 
 def _class_label(index: int, classes: tuple[str, ...]) -> str:
@@ -46,12 +107,18 @@ def target_picker() -> None:
     """What to forget: a class, random training images, or unlabelled images (test split or upload)."""
     from ui.compute import dataset
 
-    classes = dataset(st.session_state[state.DATASET]).classes
-    state.init_picker(len(classes))
-    st.radio("What to forget", list(state.TARGET_KINDS), key=state.T_KIND, format_func=state.TARGET_KINDS.get)
+    data = dataset(st.session_state[state.DATASET])
+    classes, subclasses = data.classes, data.fine_classes or ()
+    state.init_picker(len(classes), len(subclasses))
+    kinds = [k for k in state.TARGET_KINDS if k != "subclass" or subclasses]  # sub-classes: CIFAR-20 only
+    st.radio("What to forget", kinds, key=state.T_KIND, format_func=state.TARGET_KINDS.get)
     kind = st.session_state[state.T_KIND]
     if kind == "class":
         st.selectbox("Class", range(len(classes)), key=state.T_CLASS, format_func=lambda i: _class_label(i, classes))
+    elif kind == "subclass":
+        superclass = _superclass_names(data)
+        st.selectbox("Sub-class", range(len(subclasses)), key=state.T_SUBCLASS,
+                     format_func=lambda i: f"{subclasses[i]} (in {superclass[i]})")
     elif kind == "random":
         left, right = st.columns(2)
         left.number_input("How many", 1, 1000, step=10, key=state.T_N)
@@ -66,6 +133,14 @@ def target_picker() -> None:
             st.file_uploader("Images to forget (PNG, JPEG, GIF, BMP, WebP, TIFF)", accept_multiple_files=True,
                              type=["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"], key=state.UPLOADS)
     st.session_state[state.TARGET] = state.target_from_picker()
+
+
+def _superclass_names(data) -> list[str]:
+    """Each fine class's superclass name, read off the training labels."""
+    names = ["?"] * len(data.fine_classes)
+    for fine, coarse in zip(data.fine_train_y.tolist(), data.train_y.tolist()):
+        names[fine] = data.classes[coarse]
+    return names
 
 
 def _delta(new: float | None, old: float | None) -> str | None:
@@ -91,7 +166,9 @@ def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, da
         cols[1].metric(f"D_f accuracy ({base.d_f_split})", f"{new.d_f:.1f} %", _delta(new.d_f, base.d_f),
                        delta_color="inverse", delta_description=_vs_retrain(new.d_f, retrain, "d_f"))
     else:
-        cols[1].metric("D_f accuracy", "— (no labels)", help="unlabelled forget images have no accuracy; see the gallery")
+        cols[1].metric("D_f accuracy (no labels)", "—",
+                       help="unlabelled forget images have no accuracy: the gallery and the prediction shift below "
+                            "show what changed")
     cols[2].metric("test accuracy", f"{new.test:.1f} %", _delta(new.test, base.test))
     cols[3].metric("MIA (entropy attack)", f"{new.mia:.1f}", _delta(new.mia, base.mia), delta_color="inverse",
                    delta_description=_vs_retrain(new.mia, retrain, "mia"),

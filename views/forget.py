@@ -1,17 +1,75 @@
-"""Forget: move α and λ and see what was dampened, where, and what it did."""
+"""Forget: move α and λ and see what was dampened, where, and what it did.
+
+Everything that depends on α and λ lives in one fragment: a slider move re-runs only that part,
+not the sidebar, the preparation lookup or the retrained reference.
+"""
 import streamlit as st
 
 from core.dampening import selected_betas
 from core.errors import UserError
+from core.experiment import Prepared
+from core.evaluate import EvalResult
 from core.gallery import gallery, prediction_shares
 from core.plots import (beta_histogram_figure, layer_bars_figure, per_class_figure, prediction_shift_figure,
                         ratio_histogram_figure)
 from ui import compute, downloads, state, widgets
 
+
+@st.fragment
+def live(prep: Prepared, retrain: EvalResult | None) -> None:
+    sel = state.current()
+    try:
+        result = compute.outcome(prep, sel.alpha, sel.lambda_)
+    except UserError as exc:
+        st.error(str(exc))
+        return
+    widgets.metric_cards(prep.baseline, result.result, result.report.fraction, result.report.selected, retrain)
+
+    left, right = st.columns([3, 2])
+    with left:
+        alpha_col, lambda_col = st.columns([3, 2])
+        with alpha_col:
+            widgets.alpha_slider(prep.alpha_ceiling)
+        with lambda_col:
+            widgets.lambda_slider()
+        st.markdown("**Which elements α selects** — right of the dashed line are dampened")
+        hist = compute.histogram(prep, compute.experiment_key(prep))
+        st.plotly_chart(ratio_histogram_figure(hist, sel.alpha, prep.alpha_ceiling), width="stretch", key="fg_hist")
+        st.caption(f"At α = {sel.alpha:g}: {result.report.selected:,} of {result.report.numel:,} elements "
+                   f"({result.report.fraction:.2%}) dampened. {hist.only_forget:,} matter only to D_f "
+                   f"(I_D = 0: zeroed at any α); {hist.no_signal:,} get no gradient at all and are never touched.")
+    with right:
+        st.markdown("**Where: share of each tensor dampened** (input at the top)")
+        st.plotly_chart(layer_bars_figure(result.report), width="stretch", key="fg_layers")
+        st.markdown("**How hard: β of the dampened elements**")
+        st.plotly_chart(beta_histogram_figure(selected_betas(prep.imp_full, prep.imp_forget, sel.alpha, sel.lambda_)),
+                        width="stretch", key="fg_betas")
+
+    st.markdown("**The forget images, before → after** (top predictions, class:probability)")
+    items = gallery(prep.dataset, prep.split, prep.baseline.forget_probs, result.result.forget_probs)
+    for col, item in zip(st.columns(len(items) or 1), items):
+        col.image(item.image, caption=item.name, clamp=True)
+        col.caption("before " + " ".join(f"**{c}**:{p:.0%}" for c, p in item.before[:1]))
+        col.caption("after " + " ".join(f"**{c}**:{p:.0%}" for c, p in item.after[:2]))
+
+    shift, per_class = st.columns(2)
+    classes = prep.dataset.classes
+    with shift:
+        st.markdown("**Where the forget set's predictions went**")
+        st.plotly_chart(prediction_shift_figure(prediction_shares(prep.baseline.forget_probs, len(classes)),
+                                                prediction_shares(result.result.forget_probs, len(classes)), classes),
+                        width="stretch", key="fg_shift")
+    with per_class:
+        st.markdown("**Test accuracy per class**")
+        st.plotly_chart(per_class_figure(prep.baseline.per_class_test, result.result.per_class_test, classes),
+                        width="stretch", key="fg_per_class")
+    downloads.report_and_model(prep, result, retrain)
+    state.write_to_url(state.current())  # a fragment run does not pass through the sidebar
+
+
 sel = state.current()
 try:
-    prep = compute.prepared(sel.dataset, sel.model, sel.target, sel.method, sel.mode)
-    result = compute.outcome(prep, sel.alpha, sel.lambda_)
+    prep = compute.prepared(sel)
 except UserError as exc:
     st.error(str(exc))
     st.stop()
@@ -20,42 +78,9 @@ try:
 except UserError:
     retrain = None
 
-st.subheader(f"Forgetting {prep.split.description} — {sel.method.upper()}, {prep.config.model} on {sel.dataset}")
-widgets.metric_cards(prep.baseline, result.result, result.report.fraction, result.report.selected, retrain)
-
-left, right = st.columns([3, 2])
-with left:
-    st.markdown("**Which elements α selects** — right of the line are dampened")
-    hist = compute.histogram(prep, compute.experiment_key(prep))
-    st.plotly_chart(ratio_histogram_figure(hist, sel.alpha), width="stretch")
-    st.caption(f"{hist.only_forget:,} elements matter only to D_f (I_D = 0: zeroed at any α); "
-               f"{hist.no_signal:,} get no gradient at all and are never touched.")
-with right:
-    st.markdown("**Where: share of each tensor dampened** (input at the top)")
-    st.plotly_chart(layer_bars_figure(result.report), width="stretch")
-    st.markdown("**How hard: β of the dampened elements**")
-    st.plotly_chart(beta_histogram_figure(selected_betas(prep.imp_full, prep.imp_forget, sel.alpha, sel.lambda_)),
-                    width="stretch")
-
-st.markdown("**The forget images, before → after** (top-3 predictions)")
-items = gallery(prep.dataset, prep.split, prep.baseline.forget_probs, result.result.forget_probs)
-for col, item in zip(st.columns(len(items) or 1), items):
-    col.image(item.image, caption=item.name, clamp=True)
-    col.caption("before: " + ", ".join(f"{c} {p:.0%}" for c, p in item.before))
-    col.caption("after: " + ", ".join(f"{c} {p:.0%}" for c, p in item.after))
-
-shift, per_class = st.columns(2)
-with shift:
-    st.markdown("**Where the forget set's predictions went**")
-    classes = prep.dataset.classes
-    st.plotly_chart(prediction_shift_figure(prediction_shares(prep.baseline.forget_probs, len(classes)),
-                                            prediction_shares(result.result.forget_probs, len(classes)), classes),
-                    width="stretch")
-with per_class:
-    st.markdown("**Test accuracy per class**")
-    st.plotly_chart(per_class_figure(prep.baseline.per_class_test, result.result.per_class_test, classes), width="stretch")
-
-downloads.report_and_model(prep, result, retrain)
+baseline = "your checkpoint" if sel.checkpoint else prep.config.model
+st.subheader(f"Forgetting {prep.split.description} — {sel.method.upper()}, {baseline} on {sel.dataset}")
+live(prep, retrain)
 with st.expander("What these numbers mean"):
     st.markdown(
         "- **D_r / D_f accuracy**: class targets are scored on the *test* split (retained classes / the forgotten "
@@ -65,4 +90,6 @@ with st.expander("What these numbers mean"):
         "The goal is the *retrained* model's value (a model trained from scratch without D_f), not 0: "
         "over-forgetting is itself detectable.\n"
         "- **Importance**: batch mode follows the reference code (|batch-mean gradient|, D sorted by class with D_f "
-        "last); sample mode is the paper's equation 3.")
+        "last); sample mode is the paper's equation 3.\n"
+        "- **α and λ**: the α slider is on a log scale; the dotted line on the histogram is the ratio ceiling "
+        "(≈ |D|/|D_f|), beyond which α selects next to nothing.")

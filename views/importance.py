@@ -5,13 +5,13 @@ import streamlit as st
 
 from core import importance_analysis as ia
 from core.errors import UserError
-from ui import compute, state
+from ui import compute, state, widgets
 
 
 def key(prep) -> tuple:
     """Plain values naming a prepared experiment (an upload's digest is in config.forget)."""
     c = prep.config
-    return (c.dataset, c.model, c.forget, c.kind, c.mode, prep.batch_size)
+    return (c.dataset, c.model, c.forget, c.kind, c.mode, c.checkpoint, prep.batch_size)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -46,10 +46,12 @@ def comparison_ui(table, label_a: str, label_b: str, chart_key: str) -> None:
 
 sel = state.current()
 try:
-    prep = compute.prepared(sel.dataset, sel.model, sel.target, sel.method, sel.mode)
+    prep = compute.prepared(sel)
     st.subheader(f"Importance maps — {sel.method.upper()}, {sel.mode} mode, forgetting {prep.split.description}")
     st.caption("I_D: how much each parameter element matters over all training data D; I_Df: over the forget "
                f"set alone. Equation 1 dampens an element when I_Df > α·I_D (α = {sel.alpha:g}).")
+    with st.columns([2, 3])[0]:
+        widgets.alpha_slider(prep.alpha_ceiling)
 
     left, right = st.columns(2)
     with left:
@@ -78,7 +80,7 @@ try:
                     "and these forget images have none. Only LFSSD (label-free) can run, so there is nothing to "
                     "compare it with. Pick a class or random target to see the comparison.")
         else:
-            lf, ssd = (compute.prepared(sel.dataset, sel.model, sel.target, m, sel.mode) for m in ("lfssd", "ssd"))
+            lf, ssd = (compute.prepared(sel, method=m) for m in ("lfssd", "ssd"))
             methods = overlap(lf, ssd, key(lf), key(ssd), sel.alpha)
             comparison_ui(methods, "LFSSD", "SSD", "imp_methods")
             st.caption("Same model, data and α. SSD scores elements with the labelled loss (cross-entropy, squared "
@@ -87,8 +89,7 @@ try:
                        "are of squared vs absolute gradients, so one α is not equally strict for both.")
     with right:
         st.markdown(f"**Batch vs sample mode at α = {sel.alpha:g}** ({sel.method.upper()})")
-        batch, per_sample = (compute.prepared(sel.dataset, sel.model, sel.target, sel.method, m)
-                             for m in ("batch", "sample"))
+        batch, per_sample = (compute.prepared(sel, mode=m) for m in ("batch", "sample"))
         modes = overlap(batch, per_sample, key(batch), key(per_sample), sel.alpha)
         comparison_ui(modes, "batch", "sample", "imp_modes")
         rho = ranks(batch, per_sample, key(batch), key(per_sample))

@@ -42,9 +42,11 @@ with right:
 
 # --- the baseline model ---
 st.divider()
-st.subheader(f"Baseline model: {MODELS.get(selection.model).description}")
+upload_name = st.session_state[state.BASELINE_UPLOAD]["name"] if selection.checkpoint else None
+st.subheader(f"Baseline model: {MODELS.get(selection.model).description}"
+             + (f" — your checkpoint {upload_name}" if upload_name else ""))
 try:
-    prep = compute.prepared(selection.dataset, selection.model, selection.target, selection.method, selection.mode)
+    prep = compute.prepared(selection)
 except UserError as exc:
     st.error(f"{exc} (the baseline is prepared together with the sidebar's forget target)")
     st.stop()
@@ -52,8 +54,11 @@ base = report(("baseline", weights_hash(prep.model)), lambda: (prep.model, prep.
 cols = st.columns(3)
 cols[0].metric("train accuracy", f"{base.train:.1f} %")
 cols[1].metric("test accuracy", f"{base.test:.1f} %")
-cols[2].metric("training", "cached" if prep.cache_hits.get("model") else f"{prep.timings.get('model', 0.0):.0f} s",
-               help="trained once on the train split, then loaded from the disk cache")
+if upload_name:
+    cols[2].metric("weights", "uploaded", help="your checkpoint; the sidebar switches back to the trained baseline")
+else:
+    cols[2].metric("training", "cached" if prep.cache_hits.get("model") else f"{prep.timings.get('model', 0.0):.0f} s",
+                   help="trained once on the train split, then loaded from the disk cache")
 left, right = st.columns(2)
 with left:
     st.markdown("**Test accuracy per class**")
@@ -64,7 +69,7 @@ with right:
 
 # --- an uploaded checkpoint ---
 st.divider()
-st.subheader("Compare a checkpoint of your own")
+st.subheader("Your own checkpoint: compare it, then forget from it")
 st.caption(f"Weights for **{selection.model}** on **{selection.dataset}**: a .safetensors file, or a .pt file "
            "written by `torch.save(model.state_dict(), …)` (read with `weights_only`; plain pickles are refused, "
            "never unpickled). `python -m core train --save model.safetensors` writes one.")
@@ -72,8 +77,14 @@ upload = st.file_uploader(f"Checkpoint (≤ {MAX_UPLOAD_MB} MB)", type=list(CHEC
                           max_upload_size=MAX_UPLOAD_MB)
 if upload is not None:
     try:
-        mine = report(("upload", upload.file_id, selection.dataset, selection.model), lambda: (
-            load_uploaded_checkpoint(upload.getvalue(), upload.name, selection.model, prep.dataset), prep.dataset))
+        loaded = st.session_state.setdefault("md_uploaded_models", {})
+        upload_key = (upload.file_id, selection.dataset, selection.model)
+        if upload_key not in loaded:
+            loaded.clear()  # one uploaded model kept per session
+            loaded[upload_key] = load_uploaded_checkpoint(upload.getvalue(), upload.name, selection.model,
+                                                          prep.dataset)
+        uploaded_model = loaded[upload_key]
+        mine = report(("upload", *upload_key), lambda: (uploaded_model, prep.dataset))
     except UserError as exc:
         st.error(str(exc))
     else:
@@ -87,5 +98,11 @@ if upload is not None:
                           key="md_confusion_base")
         right.plotly_chart(confusion_figure(mine.confusion, dataset.classes, upload.name), width="stretch",
                            key="md_confusion_upload")
-        st.info("Using an uploaded model as the Forget page's baseline is coming next; until then the Forget page "
-                "forgets from the trained baseline above (the CLI takes `--checkpoint`).")
+        chosen = (selection.checkpoint is not None
+                  and st.session_state[state.BASELINE_UPLOAD]["hash"] == weights_hash(uploaded_model))
+        if chosen:
+            st.success(f"{upload.name} is the baseline every page forgets from (the sidebar can switch back).")
+        elif st.button(f"Forget from {upload.name} instead of the trained baseline", key="md_use_checkpoint",
+                       type="primary"):
+            compute.use_uploaded_baseline(uploaded_model, upload.name, selection.dataset, selection.model)
+            st.rerun()

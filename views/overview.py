@@ -18,10 +18,16 @@ st.latex(r"\theta_i \leftarrow \begin{cases}\beta\,\theta_i & \text{if } \Omega_
 st.markdown("- **α** picks *which* parameters: lower α selects more (too low harms the retained data; too high "
             "selects nothing).\n- **λ** sets *how much* they shrink: lower λ dampens harder.")
 try:
-    prep = compute.prepared(selection.dataset, selection.model, selection.target, selection.method, selection.mode)
+    prep = compute.prepared(selection)
     result = compute.outcome(prep, selection.alpha, selection.lambda_)
     st.markdown(f"**Live:** forgetting {prep.split.description} at α = {selection.alpha:g}, λ = {selection.lambda_:g}")
     widgets.metric_cards(prep.baseline, result.result, result.report.fraction, result.report.selected)
 except UserError as exc:
     st.error(str(exc))
-st.page_link("views/forget.py", label="Open the Forget page →")
+st.markdown("**Explore**")
+links = (("views/forget.py", "Forget: move α and λ, watch it forget"),
+         ("views/sensitivity.py", "Sensitivity: sweep α and λ, find the plateau"),
+         ("views/importance.py", "Importance maps: what α selects, what labels change"),
+         ("views/model_data.py", "Model & data: the baseline, or your own checkpoint"))
+for col, (page, label) in zip(st.columns(len(links)), links):
+    col.page_link(page, label=label + " →")

@@ -5,7 +5,7 @@ import streamlit as st
 from core import sensitivity_plots as sp
 from core.errors import UserError
 from core.experiment import sweep
-from ui import compute, state
+from ui import compute, state, widgets
 
 ALPHAS, LAMBDAS, HEAT_METRIC, TABLE2 = "sens_alphas", "sens_lambdas", "sens_heat_metric", "sens_table2"
 
@@ -20,7 +20,7 @@ def sweep_table(_prep, key: tuple, alphas: tuple, lambdas: tuple) -> pd.DataFram
         bar.empty()
 
 
-def table2_preset() -> None:  # a callback: runs before the sidebar's λ slider is drawn
+def table2_preset() -> None:  # a callback: runs before the λ slider is drawn
     st.session_state[ALPHAS] = sp.format_grid(sp.PAPER_ALPHAS)
     st.session_state[state.LAMBDA] = sp.TABLE2_LAMBDA
     st.session_state[TABLE2] = True
@@ -28,9 +28,9 @@ def table2_preset() -> None:  # a callback: runs before the sidebar's λ slider 
 
 selection, key = state.current(), None
 try:
-    prep = compute.prepared(selection.dataset, selection.model, selection.target, selection.method, selection.mode)
+    prep = compute.prepared(selection)
     key = compute.experiment_key(prep)
-    ceiling = sp.ratio_ceiling(len(prep.dataset.train_y), prep.split.num_forget)
+    ceiling = prep.alpha_ceiling
     default = sp.format_grid(sp.default_alphas(ceiling))  # follows the data set unless the user edited it
     if st.session_state.get(ALPHAS) in (None, st.session_state.get("sens_alphas_default")):
         st.session_state[ALPHAS] = default
@@ -46,9 +46,14 @@ retrain_d_f = retrain.d_f if retrain is not None else None
 
 st.subheader(f"Sensitivity to α and λ — forgetting {prep.split.description} ({selection.method.upper()}, "
              f"{prep.config.model} on {selection.dataset})")
-st.caption(f"|D| / |D_f| ≈ {ceiling:.1f}: no parameter's I_Df/I_D goes far above this, so α beyond it dampens "
-           "nothing. Dashed lines: the model before forgetting (grey) and one retrained without D_f (green)."
+st.caption("Dashed lines: the model before forgetting (grey) and one retrained without D_f (green)."
            + (f" No retrained reference: {no_retrain}" if no_retrain else ""))
+alpha_col, lambda_col = st.columns(2)
+with alpha_col:
+    widgets.alpha_slider(ceiling)
+with lambda_col:
+    widgets.lambda_slider()
+selection = state.current()  # the sliders' values, as just drawn
 
 grid_col, preset_col, reset_col = st.columns([3, 1.2, 1], vertical_alignment="bottom")
 grid_col.text_input("α grid (comma-separated)", key=ALPHAS, on_change=lambda: st.session_state.update({TABLE2: False}))
@@ -65,7 +70,7 @@ except UserError as exc:
     table = None
 if table is not None:
     found = sp.plateau(table, prep.baseline.d_r, retrain_d_f)
-    st.markdown(f"**α sweep at λ = {selection.lambda_:g}** (λ from the sidebar)")
+    st.markdown(f"**α sweep at λ = {selection.lambda_:g}** (λ from the slider above)")
     (st.success if found else st.warning)(sp.plateau_sentence(found, retrain_d_f, prep.baseline.d_r,
                                                               prep.split.labelled))
     st.plotly_chart(sp.alpha_sweep_figure(table, prep.baseline, retrain, found), width="stretch", key="sens_alpha_fig")
@@ -90,7 +95,7 @@ if table is not None:
 
 lam_col, heat_col = st.columns(2)
 with lam_col:
-    st.markdown(f"**λ sweep at α = {selection.alpha:g}** (α from the sidebar; dotted: retrained)")
+    st.markdown(f"**λ sweep at α = {selection.alpha:g}** (α from the slider above; dotted: retrained)")
     st.text_input("λ grid (comma-separated)", key=LAMBDAS)
     try:
         lambdas = sp.parse_grid(st.session_state[LAMBDAS], "λ", allow_zero=True)

@@ -1,0 +1,43 @@
+"""The Forget page's selection histogram and the ratio ceiling it marks, on real importances."""
+import math
+
+import pytest
+import torch
+
+from core.dampening import dampen, ratio_histogram
+from core.experiment import ExperimentConfig, prepare
+from core.plots import ratio_histogram_figure
+
+
+@pytest.fixture(scope="module")
+def prep(cache_dir):
+    from core.cache import TensorCache
+
+    return prepare(ExperimentConfig(), TensorCache(cache_dir))
+
+
+def test_the_ceiling_is_batches_of_d_over_batches_of_d_f_and_bounds_the_ratio(prep):
+    n_d, n_f = len(prep.dataset.train_y), prep.split.num_forget
+    assert prep.alpha_ceiling == math.ceil(n_d / 64) / math.ceil(n_f / 64)
+    ratios = torch.cat([(prep.imp_forget[k] / prep.imp_full[k])[prep.imp_full[k] > 0].flatten()
+                        for k in prep.imp_full])
+    assert ratios.max() < prep.alpha_ceiling  # on the default: no element reaches it …
+    _, report = dampen(prep.model, prep.imp_full, prep.imp_forget, prep.alpha_ceiling, 1.0)
+    assert report.selected == sum(int(((prep.imp_full[k] == 0) & (prep.imp_forget[k] > 0)).sum())
+                                  for k in prep.imp_full)  # … so α there selects only the I_D = 0 elements
+
+
+def test_histogram_splits_kept_and_dampened_at_alpha_and_labels_both_lines(prep):
+    hist = ratio_histogram(prep.imp_full, prep.imp_forget)
+    fig = ratio_histogram_figure(hist, 3.5, prep.alpha_ceiling)
+    kept, dampened = fig.data
+    assert max(kept.x) < math.log10(3.5) < min(dampened.x)
+    _, report = dampen(prep.model, prep.imp_full, prep.imp_forget, 3.5, 1.0)
+    in_bars = int(sum(c for c in dampened.y if c == c))  # NaN marks empty bins
+    assert abs(in_bars + hist.only_forget - report.selected) <= int(max(hist.counts))  # up to one straddling bin
+    lines = sorted(shape.x0 for shape in fig.layout.shapes if shape.type == "line")
+    assert lines == pytest.approx(sorted([math.log10(3.5), math.log10(prep.alpha_ceiling)]))
+    labels = {a.text: a.xanchor for a in fig.layout.annotations}
+    assert labels == {"α = 3.5": "right", f"ceiling ≈ {prep.alpha_ceiling:.3g}": "left"}
+    past = ratio_histogram_figure(hist, 10.0, prep.alpha_ceiling)  # α past the ceiling: the labels swap sides
+    assert {a.text: a.xanchor for a in past.layout.annotations}["α = 10"] == "left"
