@@ -1,22 +1,31 @@
 """A content-addressed disk cache of tensor dicts (safetensors), safe against crashes and rot.
 
-Writes go to a temporary file that is ``os.replace``d into place, so a reader never sees half a
-file. Each file carries a SHA-256 of its tensors in its header; a file whose content does not
-match is deleted and treated as a miss, so the caller recomputes. A cache folder that cannot be
-written degrades to memory, with a warning the caller can show.
+Writes go to a temporary file beside the entry, are flushed to disk, and only then
+``os.replace``d into place, so a reader never sees half a file, even after the writer was killed
+(a killed writer leaves only a ``.<name>.<random>.tmp`` file, which no reader opens and a later
+writer removes once it is stale). Each file carries a SHA-256 of its tensors in its header; a file
+that does not parse, or whose content does not match, is deleted and treated as a miss, so the
+caller recomputes. A cache folder that cannot be written (read-only, full, not a folder) degrades
+to memory for this process, with a warning the caller shows.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
 FORMAT_VERSION = "1"
+WRITE_CHUNK = 64 * 1024  # bytes per write call; ``on_write`` reports after each
+STALE_TMP_SECONDS = 600  # a temporary file this old belongs to a writer that died
+
+# (temporary path, bytes written so far, total bytes): progress of one cache or checkpoint write.
+WriteProgress = Callable[[Path, int, int], None]
 
 
 def cache_root() -> Path:
@@ -29,18 +38,72 @@ def make_key(*parts: object) -> str:
     return hashlib.sha256(repr((FORMAT_VERSION,) + parts).encode()).hexdigest()[:24]
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it into place atomically."""
+def _temp_beside(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    return Path(tmp)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Flush ``tmp`` to disk, then move it into place and flush the folder (best effort)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the rename itself is atomic
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it into place atomically."""
+    tmp = _temp_beside(Path(path))
+    try:
+        yield tmp
+        _commit(tmp, Path(path))
+    finally:
+        _remove_quietly(tmp)
+
+
+def write_atomic(path: str | Path, data: bytes, on_write: WriteProgress | None = None) -> None:
+    """Write ``data`` to ``path`` so that ``path`` holds either its old content or all of ``data``.
+
+    Raises ``OSError`` (read-only folder, full disk, …); the temporary file is removed then.
+    """
+    path = Path(path)
+    tmp = _temp_beside(path)
+    try:
+        with open(tmp, "wb") as fh:
+            view = memoryview(data)
+            for start in range(0, len(view), WRITE_CHUNK):
+                fh.write(view[start:start + WRITE_CHUNK])
+                if on_write is not None:
+                    fh.flush()
+                    on_write(tmp, min(start + WRITE_CHUNK, len(view)), len(view))
+        _commit(tmp, path)
+    finally:
+        _remove_quietly(tmp)
+
+
+def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors bytes of CPU copies of ``tensors``."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                 on_write: WriteProgress | None = None) -> None:
+    """Write a safetensors file atomically; a failed write raises ``OSError`` and leaves no file."""
+    write_atomic(path, serialize(tensors, metadata), on_write)
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -54,10 +117,15 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 class TensorCache:
-    """``get``/``put`` dicts of CPU tensors under ``<root>/<namespace>/<key>.safetensors``."""
+    """``get``/``put`` dicts of CPU tensors under ``<root>/<namespace>/<key>.safetensors``.
 
-    def __init__(self, root: str | Path | None = None):
+    ``warnings`` collects what the user should see (entries discarded as damaged, a folder that
+    could not be written); ``on_write`` reports the progress of each file written.
+    """
+
+    def __init__(self, root: str | Path | None = None, on_write: WriteProgress | None = None):
         self.root = Path(root) if root is not None else cache_root()
+        self.on_write = on_write
         self.warnings: list[str] = []
         self._memory: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 
@@ -66,39 +134,81 @@ class TensorCache:
 
     def get(self, namespace: str, key: str) -> dict[str, torch.Tensor] | None:
         if (namespace, key) in self._memory:
-            return self._memory[(namespace, key)]
+            return dict(self._memory[(namespace, key)])
         path = self.path(namespace, key)
-        if not path.exists():
+        if not path.is_file():
             return None
         tensors = _read_verified(path)
         if tensors is None:
-            self.warnings.append(f"discarded a corrupt cache entry: {path.name}")
+            self._warn(f"discarded a corrupt cache entry ({namespace}/{path.name}); recomputing it")
             _remove_quietly(path)
         return tensors
 
     def put(self, namespace: str, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-        from safetensors.torch import save_file
-
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         header = {**(metadata or {}), "sha256": tensors_digest(tensors), "format": FORMAT_VERSION}
+        path = self.path(namespace, key)
         try:
-            with atomic_path(self.path(namespace, key)) as tmp:
-                save_file(tensors, str(tmp), metadata=header)
+            _remove_stale_temporaries(path.parent)
+            write_atomic(path, serialize(tensors, header), self.on_write)
         except OSError as exc:
-            self._memory[(namespace, key)] = tensors
-            self.warnings.append(f"cache folder {self.root} is not writable ({exc.strerror}); keeping results in memory")
+            # clones: a CPU tensor's .cpu() is itself, and the caller's tensors may be a live model's
+            self._memory[(namespace, key)] = {k: v.clone() for k, v in tensors.items()}
+            self._warn(f"cannot write to the cache folder {self.root} ({exc.strerror or exc}); "
+                       "keeping results in memory for this run only")
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
 
 
 def _read_verified(path: Path) -> dict[str, torch.Tensor] | None:
-    from safetensors import safe_open
+    """The tensors in ``path`` if it parses and matches the SHA-256 in its header, else None.
+
+    The file is read into memory whole, never memory-mapped: tensors mapped from the file would
+    change (or crash the process with SIGBUS) if the file were later rewritten or truncated in
+    place, after the checksum was verified.
+    """
+    from safetensors.torch import load
 
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            expected = (fh.metadata() or {}).get("sha256")
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-    except Exception:  # any parse failure means a damaged file
+        data = path.read_bytes()
+        metadata = read_header(data).get("__metadata__") or {}
+        expected = metadata.get("sha256")
+        if not expected or metadata.get("format") != FORMAT_VERSION:
+            return None
+        tensors = load(data)
+    except Exception:  # any read or parse failure means a damaged (or unreadable) file
         return None
-    return tensors if expected and tensors_digest(tensors) == expected else None
+    return tensors if tensors_digest(tensors) == expected else None
+
+
+def read_header(data: bytes) -> dict:
+    """The JSON header of safetensors bytes; ``ValueError`` when its length or JSON is wrong."""
+    import json
+
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise ValueError(f"header of {size} bytes in a file of {len(data)}")
+    header = json.loads(data[8:8 + size])
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files left by writers that were killed (old enough not to be live)."""
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - STALE_TMP_SECONDS
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def _remove_quietly(path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from torch import nn
 from core.dataset import Dataset
 from core.errors import UserError
 from core.evaluate import accuracy, predict_logits
-from core.models import create_model, load_checkpoint
+from core.models import create_model, load_state, state_dict_from_bytes
 
 CHECKPOINT_TYPES = ("safetensors", "pt")
 MAX_UPLOAD_MB = 200
@@ -151,19 +150,28 @@ def load_uploaded_checkpoint(data: bytes, filename: str, model_name: str, datase
                              max_mb: int = MAX_UPLOAD_MB) -> nn.Module:
     """Bytes of an uploaded checkpoint → ``model_name`` for ``dataset`` with those weights.
 
-    Only safetensors or a zip-format ``torch.save`` file read with ``weights_only`` get through
-    (``core.models.read_state_dict``); a plain pickle is refused unread. Raises ``UserError`` (a
-    ``CheckpointError`` for the file's content) with a message naming the file.
+    Only safetensors or a zip-format ``torch.save`` file read with ``weights_only`` get through,
+    recognised by their content (``core.models.state_dict_from_bytes``); a plain pickle is refused
+    unread. Nothing is written to disk, so the browser's file name is only ever shown, never used
+    as a path. Raises ``UserError`` (a ``CheckpointError`` for the file's content) with a message
+    naming the file.
     """
-    name = Path(filename).name or "checkpoint"
+    name = _display_name(filename)
     suffix = Path(name).suffix.lower().lstrip(".")
     if suffix not in CHECKPOINT_TYPES:
         raise UserError(f"{name}: choose a .safetensors or .pt file, got '.{suffix}'" if suffix
                         else f"{name}: choose a .safetensors or .pt file")
     if len(data) > max_mb * 1024 * 1024:
         raise UserError(f"{name} is {len(data) / 2**20:.0f} MB; the limit is {max_mb} MB")
+    state = state_dict_from_bytes(data, name)
     model = create_model(model_name, dataset.image_shape, dataset.num_classes)
-    with tempfile.TemporaryDirectory(prefix="lfssd-upload-") as folder:
-        path = Path(folder) / name  # the user's file name, so messages name their file
-        path.write_bytes(data)
-        return load_checkpoint(path, model)
+    return load_state(model, state, name)
+
+
+def _display_name(filename: str) -> str:
+    """The last part of a browser-sent file name, printable and at most 100 characters."""
+    name = str(filename).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c if c.isprintable() else "?" for c in name).strip()
+    if len(name) > 100:
+        name = name[:60] + "…" + name[-39:]
+    return name or "checkpoint"

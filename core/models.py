@@ -163,16 +163,16 @@ MODELS.register("vit_b16", ModelInfo("vit_b16", "the paper's ViT-B/16, pretraine
 
 
 # --- checkpoints -----------------------------------------------------------------------------
+#
+# A checkpoint is read by its content, never its name: safetensors (an 8-byte header length, then
+# JSON), or a zip-format ``torch.save`` file read with ``torch.load(weights_only=True)``. Anything
+# else, a plain pickle above all (unpickling runs code), is refused before it is parsed.
 
 def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write the model's state dict as safetensors, atomically."""
-    from safetensors.torch import save_file
+    """Write the model's state dict as safetensors, atomically (``OSError`` when it cannot)."""
+    from core.cache import save_tensors
 
-    from core.cache import atomic_path
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(Path(path)) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    save_tensors(path, model.state_dict(), metadata)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -181,61 +181,105 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     A plain pickle is refused before a byte of it is unpickled: unpickling runs code.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if not path.exists():
         raise CheckpointError(f"no such checkpoint file: {path}")
-    with path.open("rb") as fh:
-        head = fh.read(9)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if _checkpoint_kind(head, path.name) == "safetensors":
+        from safetensors.torch import load
+
+        # read whole, not memory-mapped: a file rewritten or cut later must not change (or crash) us
+        return _read_safetensors(lambda: load(path.read_bytes()), path.name)
+    return _read_torch_zip(path, path.name)
+
+
+def state_dict_from_bytes(data: bytes, name: str) -> dict[str, torch.Tensor]:
+    """``read_state_dict`` for an upload's bytes (nothing written to disk); ``name`` is for messages."""
+    import io
+
+    if _checkpoint_kind(data[:16], name) == "safetensors":
+        from safetensors.torch import load
+
+        return _read_safetensors(lambda: load(data), name)
+    return _read_torch_zip(io.BytesIO(data), name)
+
+
+def _checkpoint_kind(head: bytes, name: str) -> str:
+    """"safetensors" or "torch-zip" from a file's first bytes; anything else is refused here."""
     if len(head) < 9:
-        raise CheckpointError(f"{path.name} is not a checkpoint (only {len(head)} bytes)")
+        raise CheckpointError(f"{name} is not a checkpoint (only {len(head)} bytes)")
     if head[8:9] == b"{":
-        return _read_safetensors(path)
+        return "safetensors"
     if head[:4] == b"PK\x03\x04":
-        return _read_torch_zip(path)
+        return "torch-zip"
     if head[:1] == b"\x80":
-        raise CheckpointError(f"{path.name} is a plain pickle; refusing to unpickle it (that can run code). "
-                              "Save weights with safetensors or torch.save")
-    raise CheckpointError(f"{path.name} is neither safetensors nor a torch.save file")
+        raise CheckpointError(f"{name} is a plain pickle (or a legacy torch.save file); refusing to unpickle it "
+                              "(that can run code). Save weights with safetensors or a current torch.save")
+    raise CheckpointError(f"{name} is neither safetensors nor a torch.save file")
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
+def _read_safetensors(read, name: str) -> dict[str, torch.Tensor]:
     try:
-        return load_file(str(path))
+        return read()
     except Exception as exc:
-        raise CheckpointError(f"{path.name} is not a valid safetensors file: {exc}".splitlines()[0]) from None
+        raise CheckpointError(f"{name} is not a valid safetensors file: {exc}".splitlines()[0]) from None
 
 
-def _read_torch_zip(path: Path) -> dict[str, torch.Tensor]:
+def _read_torch_zip(source, name: str) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path.name} was refused by torch.load(weights_only=True): {exc}".splitlines()[0]) from None
+        raise CheckpointError(f"{name} was refused by torch.load(weights_only=True): {exc}".splitlines()[0]) from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path.name} does not hold a state dict of tensors")
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in obj.items()):
+        raise CheckpointError(f"{name} does not hold a state dict of tensors")
     return obj
 
 
 def load_checkpoint(path: str | Path, model: nn.Module) -> nn.Module:
     """Load weights from ``path`` into ``model`` (a fresh one from ``create_model``) and return it.
 
-    Raises ``CheckpointError`` naming missing, unexpected and mis-shaped keys.
+    Raises ``CheckpointError`` naming missing, unexpected, mis-shaped and non-finite keys.
     """
-    state = read_state_dict(path)
+    return load_state(model, read_state_dict(path), Path(path).name)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str) -> nn.Module:
+    """Copy ``state`` into ``model`` (fresh, not shared) after checking it fits; eval mode.
+
+    Refused, with a message naming up to four keys per problem: missing, unexpected, wrong shape,
+    not floating point where the model's tensor is, NaN or infinite values.
+    """
     state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    unexpected = sorted(k for k in state if k not in expected)
     mis_shaped = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
                   if k in state and state[k].shape != v.shape]
-    if missing or unexpected or mis_shaped:
-        parts = [f"{label}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)) if keys]
-        raise CheckpointError(f"{Path(path).name} does not fit this model ({'; '.join(parts)})")
-    model.load_state_dict(state)
+    mistyped = [f"{k} {str(state[k].dtype).removeprefix('torch.')}" for k, v in expected.items()
+                if k in state and v.is_floating_point() and not state[k].is_floating_point()]
+    non_finite = [k for k, v in expected.items() if k in state and state[k].is_floating_point()
+                  and state[k].shape == v.shape and not bool(torch.isfinite(state[k]).all())]
+    problems = (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped),
+                ("not floating point", mistyped), ("NaN or infinite values", non_finite))
+    parts = [f"{label}: {', '.join(keys[:4])}{f' and {len(keys) - 4} more' if len(keys) > 4 else ''}"
+             for label, keys in problems if keys]
+    if parts:
+        raise CheckpointError(f"{name} does not fit this model ({'; '.join(parts)})")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{name} does not fit this model: {exc}".splitlines()[0]) from None
     return model.eval()
 
 
