@@ -1,4 +1,5 @@
-"""Command line: ``python -m core train | forget | sweep | importance``, each with ``--json``.
+"""Command line: ``python -m core train | forget | sweep | importance | compare | reproduce``, each
+with ``--json``.
 
 Every error a user can cause prints one line to stderr and exits with status 2.
 """
@@ -36,7 +37,7 @@ def _numbers(text: str) -> list[float]:
     return values
 
 
-def _experiment_args(p: argparse.ArgumentParser, forget: bool = True) -> None:
+def _experiment_args(p: argparse.ArgumentParser, forget: bool = True, kind: bool = True) -> None:
     p.add_argument("--dataset", default="digits", help="digits (default), mnist5k, cifar10, cifar100, cifar20, folder")
     p.add_argument("--model", default=None, help="small_cnn, resnet18, vit, vit_b16 (default: the data set's)")
     p.add_argument("--data-root", default=None, help="folder with the CIFAR files, or the image folder for 'folder'")
@@ -48,7 +49,8 @@ def _experiment_args(p: argparse.ArgumentParser, forget: bool = True) -> None:
     if forget:
         p.add_argument("--forget", default="class:3",
                        help="class:<id|name>, subclass:<fine class>, random:<n>[:<seed>], images:<file|folder|glob>")
-        p.add_argument("--kind", default="lfssd", help="lfssd (label-free, default) or ssd")
+        if kind:
+            p.add_argument("--kind", default="lfssd", help="lfssd (label-free, default) or ssd")
         p.add_argument("--mode", default="batch", help="batch (reference code, default) or sample (paper's eq. 3)")
         p.add_argument("--batch-size", type=int, default=None, help="importance batch size (default: the reference's)")
         p.add_argument("--order", default="reference", help="order of D: reference (D_f last) or class-sorted")
@@ -73,7 +75,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("importance", help="compute I_D and I_Df and optionally save both maps")
     _experiment_args(p)
     p.add_argument("--output", default=None, help="write both maps to this .safetensors file (full.*, forget.*)")
+    p = sub.add_parser("compare", help="unlearning methods side by side on one target (methods × repeats)")
+    _experiment_args(p, kind=False)
+    _method_args(p, default_methods=",".join(_default_methods()))
+    p.add_argument("--protocol", default="app",
+                   help="app (sample-weighted accuracy, default) or paper (the reference's choices)")
+    p.add_argument("--skip-unavailable", action="store_true",
+                   help="leave out methods that cannot run on the target (e.g. SSD on unlabelled images) "
+                        "instead of failing")
+    p.add_argument("--csv", default=None, help="also write the per-run table to this CSV file")
+    p = sub.add_parser("reproduce",
+                       help="run one of the paper's tables (paper protocol) and print the paper's figures beside ours")
+    p.add_argument("table", help="table1, table2, table4, table5, table6 or table7")
+    p.add_argument("--data-root", default=None,
+                   help="folder with cifar-10-batches-py/ or cifar-100-python/ (default $LFSSD_DATA_DIR)")
+    p.add_argument("--model", default=None,
+                   help="resnet18 (default) or vit_b16 (the paper's two); any registered model runs")
+    p.add_argument("--checkpoint", default=None, help="the trained model to forget from (default: train it here)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of the model trained here")
+    p.add_argument("--rows", default=None, help="comma-separated rows of the table (default: all), e.g. lamp,rocket")
+    _method_args(p, default_methods=None, repeats=1)
+    p.add_argument("--cache-dir", default=None, help="cache folder (default $LFSSD_CACHE_DIR or ~/.cache/lfssd-explorer)")
+    p.add_argument("--csv", default=None, help="also write the side-by-side table to this CSV file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def _default_methods() -> tuple[str, ...]:
+    from core.methods import DEFAULT_COMPARISON
+
+    return DEFAULT_COMPARISON
+
+
+def _method_args(p: argparse.ArgumentParser, default_methods: str | None, repeats: int = 1) -> None:
+    p.add_argument("--methods", default=default_methods,
+                   help="comma-separated: baseline, retrain, retrain_head, finetune, teacher, amnesiac, ssd, "
+                        "lfssd, or all"
+                        + (f" (default {default_methods})" if default_methods else " (default: the table's)"))
+    p.add_argument("--repeats", type=int, default=repeats, help="runs per method, with seeds 0..N-1")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                   help="a method's parameter, e.g. lfssd.alpha=5 or finetune.epochs=2 (repeatable)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads while timing (default: 1 for the small CNN, which two threads "
+                        "slow down on a busy 2-core machine)")
 
 
 def _config(args):
@@ -81,7 +125,7 @@ def _config(args):
 
     return ExperimentConfig(
         dataset=args.dataset, model=args.model, forget=getattr(args, "forget", "class:0"),
-        kind=getattr(args, "kind", "lfssd"), mode=getattr(args, "mode", "batch"),
+        kind=getattr(args, "kind", None) or "lfssd", mode=getattr(args, "mode", "batch"),
         batch_size=getattr(args, "batch_size", None), d_order=getattr(args, "order", "reference"),
         data_root=args.data_root, checkpoint=args.checkpoint, epochs=args.epochs, seed=args.seed)
 
@@ -202,10 +246,100 @@ def _records(table) -> list[dict]:
             for row in table.to_dict(orient="records")]
 
 
-COMMANDS = {"train": cmd_train, "forget": cmd_forget, "sweep": cmd_sweep, "importance": cmd_importance}
+def _settings(items: list[str]) -> dict[str, dict[str, str]]:
+    """["lfssd.alpha=5", …] → {"lfssd": {"alpha": "5"}, …} (values are checked by the method)."""
+    from core.methods import METHODS
+
+    params: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.strip().partition(".")
+        if not sep or not dot or not method or not name or not value.strip():
+            raise CliError(f"bad --set '{item}'; use METHOD.PARAM=VALUE, e.g. lfssd.alpha=5")
+        METHODS.get(method)
+        params.setdefault(method, {})[name.strip()] = value.strip()
+    return params
+
+
+def _threads(args, model_name: str | None) -> int | None:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CliError(f"--threads must be >= 1, got {args.threads}")
+        return args.threads
+    return 1 if model_name == "small_cnn" else None
+
+
+def _check_repeats(args) -> None:
+    if args.repeats < 1:
+        raise CliError(f"--repeats must be >= 1, got {args.repeats}")
+
+
+def _comparison_json(comparison) -> dict:
+    return {"protocol": comparison.protocol, "accuracy": comparison.accuracy, "seeds": list(comparison.seeds),
+            "reference": comparison.reference, "params": comparison.params,
+            "importance_seconds": comparison.importance_seconds, "skipped": comparison.skipped,
+            "runs": _records(comparison.runs), "summary": _records(comparison.summary)}
+
+
+def cmd_compare(args) -> dict:
+    from core.compare import check_params, compare, parse_methods, torch_threads, unlabelled_refusal
+    from core.errors import UserError
+    from core.experiment import prepare
+    from core.paper import protocol_config
+    from core.splits import ForgetSpec
+
+    _check_repeats(args)
+    methods = parse_methods(args.methods)
+    params = check_params(methods, _settings(args.settings))
+    config = protocol_config(_config(args).resolved(), args.protocol)
+    if ForgetSpec.parse(config.forget).kind == "images" and not args.skip_unavailable:  # fail before the work
+        refusal = unlabelled_refusal(methods)
+        if refusal:
+            raise UserError(f"{refusal} (leave them out, or pass --skip-unavailable)")
+    started = time.perf_counter()
+    with torch_threads(_threads(args, config.model)):
+        prepared = prepare(config, _cache(args), _progress(args))
+        comparison = compare(prepared, methods, args.repeats, params, args.protocol, _progress(args),
+                             skip_unavailable=args.skip_unavailable)
+    if args.csv:
+        comparison.runs.to_csv(args.csv, index=False)
+    return {**_summary(prepared), "methods": methods, "repeats": args.repeats, "threads": _threads(args, config.model),
+            "baseline": prepared.baseline.headline(), **_comparison_json(comparison),
+            "total_seconds": time.perf_counter() - started}
+
+
+def cmd_reproduce(args) -> dict:
+    from core.compare import parse_methods, torch_threads
+    from core.paper import reproduce
+
+    _check_repeats(args)
+    methods = parse_methods(args.methods) if args.methods else None
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    with torch_threads(_threads(args, args.model)):
+        result = reproduce(args.table, args.data_root, args.model, rows, methods, args.repeats, args.checkpoint,
+                           args.epochs, _settings(args.settings), _cache(args), _progress(args))
+    if args.csv:
+        result.side_by_side.to_csv(args.csv, index=False)
+    return {"table": result.table, "caption": result.caption, "model": result.model, "paper_model": result.paper_model,
+            "protocol": "paper", "repeats": args.repeats, "rows": list(result.comparisons),
+            "notes": list(result.notes), "side_by_side": _records(result.side_by_side),
+            "comparisons": {row: _comparison_json(c) for row, c in result.comparisons.items()},
+            "total_seconds": result.seconds}
+
+
+COMMANDS = {"train": cmd_train, "forget": cmd_forget, "sweep": cmd_sweep, "importance": cmd_importance,
+            "compare": cmd_compare, "reproduce": cmd_reproduce}
 
 
 def _print_human(command: str, result: dict) -> None:
+    if command == "reproduce":
+        _print_reproduce(result)
+        return
+    if command == "compare":
+        print(f"compare on {result['dataset']} / {result['model']}, forget {result['target']} "
+              f"({result['forget_size']} images); importance in {result['mode']} mode")
+        _print_compare(result)
+        return
     if command == "train":
         print(f"{result['model']} on {result['dataset']}: train {result['train_accuracy']:.2f} %, "
               f"test {result['test_accuracy']:.2f} % ({'cached' if result['from_cache'] else 'trained'})")
@@ -229,8 +363,50 @@ def _print_human(command: str, result: dict) -> None:
         print(f"{len(result['parameters'])} parameter tensors; saved to {result['output'] or '(not saved)'}")
 
 
+def _pm(mean, std) -> str:
+    return "—" if mean is None else f"{mean:6.2f} ± {std:5.2f}"
+
+
+def _print_compare(result: dict) -> None:
+    seeds = result["seeds"]
+    runs = f"1 run (seed {seeds[0]})" if len(seeds) == 1 else f"{len(seeds)} runs each (seeds {seeds[0]}–{seeds[-1]})"
+    print(f"{runs}, protocol {result['protocol']} ({result['accuracy']} accuracy), MIA = entropy attack")
+    base = result["baseline"]
+    d_f = f"D_f ({base['d_f_split']})" if base["d_f_split"] else "D_f"
+    width = max(len(row["label"]) for row in result["summary"]) + 2
+    header = (f"{'method':<{width}}{'D_r (' + str(base['d_r_split']) + ')':>16}{d_f:>16}"
+              f"{'test':>16}{'MIA':>16}{'wall s':>10}{'incl. I_D':>11}{'|ΔD_f|':>8}{'|ΔMIA|':>8}")
+    print(header)
+    for row in result["summary"]:
+        print(f"{row['label']:<{width}}{_pm(row['d_r_mean'], row['d_r_std']):>16}{_pm(row['d_f_mean'], row['d_f_std']):>16}"
+              f"{_pm(row['test_mean'], row['test_std']):>16}{_pm(row['mia_mean'], row['mia_std']):>16}"
+              f"{row['wall_s_mean']:>10.3f}{row['wall_incl_id_s_mean']:>11.3f}"
+              f"{_fmt(row['d_f_to_retrain']):>8}{_fmt(row['mia_to_retrain']):>8}")
+    if result["importance_seconds"]:
+        passes = ", ".join(f"{k} {v:.2f} s" for k, v in result["importance_seconds"].items())
+        print(f"I_D pass, computed once and reused: {passes}; 'incl. I_D' adds it. "
+              f"|Δ| = distance to {result['reference']}'s mean.")
+    for name, reason in result["skipped"].items():
+        print(f"skipped {name}: {reason}")
+
+
+def _print_reproduce(result: dict) -> None:
+    print(result["caption"])
+    print(f"ours: {result['model']} beside the paper's {result['paper_model']} column; paper protocol; "
+          f"{result['repeats']} repeat(s); 'ours / paper', mean over repeats")
+    for note in result["notes"]:
+        print(f"note: {note}")
+    cells: dict = {}
+    for r in result["side_by_side"]:
+        cells.setdefault((r["row"], r["method"]), {})[r["metric"]] = (r["ours_mean"], r["paper_mean"])
+    print(f"{'row':<24}{'method':<14}{'D_r':>18}{'D_f':>18}{'MIA':>18}")
+    for (row, method), metrics in cells.items():
+        shown = [f"{_fmt(metrics[m][0])} / {_fmt(metrics[m][1])}" for m in ("d_r", "d_f", "mia")]
+        print(f"{row:<24}{method:<14}" + "".join(f"{s:>18}" for s in shown))
+
+
 def _fmt(value) -> str:
-    return "—" if value is None else f"{value:.2f}"
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,8 +55,18 @@ def default_config(model_name: str, dataset_name: str | None = None, **overrides
 def train_model(model_name: str, dataset: Dataset, config: TrainConfig, indices: torch.Tensor | None = None,
                 progress: Progress | None = None, device: torch.device | None = None) -> nn.Module:
     """Train a fresh ``model_name`` on ``dataset``'s train split (or its ``indices``); eval mode, CPU."""
+    model = create_model(model_name, dataset.image_shape, dataset.num_classes, seed=config.seed)
+    return fit(model, dataset, config, indices, progress, device, label=model_name)
+
+
+def fit(model: nn.Module, dataset: Dataset, config: TrainConfig, indices: torch.Tensor | None = None,
+        progress: Progress | None = None, device: torch.device | None = None, label: str = "model") -> nn.Module:
+    """Train ``model`` itself (in place) with ``config`` on the train split (or its ``indices``).
+
+    The batch order comes from ``config.seed``; returns the model in eval mode, on the CPU.
+    """
     device = device or default_device()
-    model = create_model(model_name, dataset.image_shape, dataset.num_classes, seed=config.seed).to(device)
+    model = model.to(device)
     indices = torch.arange(len(dataset.train_y)) if indices is None else indices
     optimizer, scheduler = _optimizer(model, config, steps=config.epochs * _num_batches(len(indices), config.batch_size))
     gen = torch.Generator().manual_seed(config.seed)
@@ -78,7 +88,7 @@ def train_model(model_name: str, dataset: Dataset, config: TrainConfig, indices:
             scheduler.step()
         if progress:
             progress((epoch + 1) / config.epochs,
-                     f"training {model_name} on {dataset.name}: epoch {epoch + 1}/{config.epochs}, "
+                     f"training {label} on {dataset.name}: epoch {epoch + 1}/{config.epochs}, "
                      f"loss {loss.item():.3f}, {time.perf_counter() - started:.0f} s")
     model.zero_grad(set_to_none=True)
     return model.eval().cpu()

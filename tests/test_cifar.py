@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import struct
 import time
 
 import numpy as np
@@ -13,95 +12,7 @@ import torch
 from core.cifar import CIFAR_MEAN, CIFAR_STD, can_download, load_cifar
 from core.errors import DataUnavailableError, UserError
 
-N_PER_BATCH, N_TEST = 4, 10  # 5 CIFAR-10 batches → 20 train images
-
-
-def _rows(n: int, seed: int) -> np.ndarray:
-    """(n, 3072) uint8 rows with three known pixels, one in each colour plane."""
-    data = np.random.RandomState(seed).randint(0, 256, size=(n, 3072)).astype(np.uint8)
-    data[0, 0 * 1024 + 5 * 32 + 7] = 200  # red, row 5, column 7
-    data[0, 1 * 1024 + 31 * 32 + 0] = 77  # green, row 31, column 0
-    data[1, 2 * 1024 + 0 * 32 + 31] = 13  # blue, row 0, column 31
-    return data
-
-
-def _py2_str(text: bytes) -> bytes:  # a Python 2 str: SHORT_BINSTRING or BINSTRING
-    return (b"U" + bytes([len(text)]) + text) if len(text) < 256 else (b"T" + struct.pack("<i", len(text)) + text)
-
-
-def _py2_int(value: int) -> bytes:
-    return b"J" + struct.pack("<i", value)
-
-
-def _py2_value(value) -> bytes:
-    """Opcodes cPickle (protocol 2) and numpy 1 wrote for the official files' values."""
-    if isinstance(value, np.ndarray):  # _reconstruct(ndarray, (0,), 'b') + (version, shape, dtype, fortran, data)
-        shape = b"(" + b"".join(_py2_int(d) for d in value.shape) + b"t"
-        dtype = (b"cnumpy\ndtype\n" + _py2_str(b"u1") + _py2_int(0) + _py2_int(1) + b"\x87R"
-                 + b"(" + _py2_int(3) + _py2_str(b"|") + b"NNN" + _py2_int(-1) + _py2_int(-1) + _py2_int(0) + b"tb")
-        return (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + _py2_int(0) + b"\x85"
-                + _py2_str(b"b") + b"\x87R(" + _py2_int(1) + shape + dtype + b"\x89"
-                + _py2_str(np.ascontiguousarray(value, np.uint8).tobytes()) + b"tb")
-    if isinstance(value, list):
-        return b"](" + b"".join(_py2_value(v) for v in value) + b"e"
-    if isinstance(value, int):
-        return _py2_int(value)
-    return _py2_str(value if isinstance(value, bytes) else value.encode())
-
-
-def _py2_pickle(d: dict) -> bytes:
-    """A dict pickled as Python 2 did it: keys and strings are py2 str, which latin1 makes str."""
-    items = b"".join(_py2_str(k.encode()) + _py2_value(v) for k, v in d.items())
-    return b"\x80\x02}(" + items + b"u."
-
-
-# how a file is written → (pickle protocol or "py2", bytes keys?)
-FORMATS = {"py2-official": ("py2", False), "py3-protocol4": (4, True), "py3-str-keys": (4, False),
-           "py3-protocol2": (2, True), "py3-protocol5": (5, True)}
-
-
-def _dump(obj: dict, path, fmt="py3-protocol4"):
-    """Write ``obj`` (str keys) the way format ``fmt`` does."""
-    protocol, bytes_keys = FORMATS[fmt]
-    if protocol == "py2":
-        path.write_bytes(_py2_pickle(obj))
-        return
-    obj = {(k.encode() if bytes_keys and isinstance(k, str) else k): v for k, v in obj.items()}
-    path.write_bytes(pickle.dumps(obj, protocol=protocol))
-
-
-def write_cifar10(root, fmt="py3-protocol4"):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    labels = {}
-    for i in range(1, 6):
-        y = [(i * N_PER_BATCH + j) % 10 for j in range(N_PER_BATCH)]
-        labels[f"data_batch_{i}"] = y
-        batch = {"batch_label": f"training batch {i} of 5", "data": _rows(N_PER_BATCH, i), "labels": y,
-                 "filenames": [f"img_{i}_{j}.png" for j in range(N_PER_BATCH)]}
-        _dump(batch, folder / f"data_batch_{i}", fmt)
-    test_y = [j % 10 for j in range(N_TEST)]
-    test = {"batch_label": "testing batch 1 of 1", "data": _rows(N_TEST, 99), "labels": test_y,
-            "filenames": [f"test_{j}.png" for j in range(N_TEST)]}
-    _dump(test, folder / "test_batch", fmt)
-    names = [f"class{i}".encode() for i in range(10)]  # bytes, as Python 3 reads the official meta
-    _dump({"label_names": names, "num_cases_per_batch": N_PER_BATCH, "num_vis": 3072}, folder / "batches.meta", fmt)
-    return folder, labels, test_y
-
-
-def write_cifar100(root, n_train=20, n_test=N_TEST, fmt="py3-protocol4"):
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    rng = np.random.RandomState(5)
-    fine = {"train": rng.randint(0, 100, n_train).tolist(), "test": rng.randint(0, 100, n_test).tolist()}
-    for split, n in (("train", n_train), ("test", n_test)):
-        batch = {"filenames": [b"x.png"] * n, "batch_label": split.encode(), "data": _rows(n, n),
-                 "fine_labels": fine[split], "coarse_labels": [f % 20 for f in fine[split]]}
-        _dump(batch, folder / split, fmt)
-    meta = {"fine_label_names": [f"fine{i}".encode() for i in range(100)],
-            "coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}
-    _dump(meta, folder / "meta", fmt)
-    return folder, fine
+from cifar_files import FORMATS, N_PER_BATCH, N_TEST, _dump, _rows, write_cifar10, write_cifar100
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
