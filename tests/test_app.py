@@ -124,3 +124,47 @@ def test_overview_page_explains_and_shows_live_result(app):
     assert len(app.latex) == 2
     assert percent(metric(app, "D_f accuracy")) <= 10.0
 
+
+def test_cifar20_files_in_the_data_folder_offer_sub_class_targets(tmp_path, cache_dir, monkeypatch, one_torch_thread):
+    from tests.cifar_files import write_cifar100
+
+    fine = list(range(100))  # one image of each fine class (small: CIFAR-sized models train here); superclass = fine % 20
+    write_cifar100(tmp_path, fine_train=fine, fine_test=fine)
+    monkeypatch.setenv("LFSSD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LFSSD_CACHE_DIR", str(cache_dir))
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params.update({"dataset": "cifar20", "target": "subclass:27"})
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="dataset").value == "cifar20"
+    assert "CIFAR-100, 100 fine classes" in at.selectbox(key="dataset").options  # both sets from those files
+    assert "a sub-class" in at.radio(key="t_kind").options
+    assert at.selectbox(key="t_subclass").value == 27
+    assert "sub-class 'fine27' of 'coarse7'" in at.subheader[0].value
+    assert at.select_slider(key="alpha_slider").value == 10.0  # the paper's α for CIFAR-20 sub-classes
+    assert "fine41 (in coarse1)" in at.selectbox(key="t_subclass").options  # named with their superclass
+    at.selectbox(key="dataset").set_value("digits").run()  # no sub-classes there: the choice disappears
+    assert "a sub-class" not in at.radio(key="t_kind").options
+    assert not at.exception and not at.error
+
+
+@pytest.mark.parametrize("page", ["views/forget.py", "views/overview.py", "views/sensitivity.py",
+                                  "views/importance.py", "views/model_data.py"])
+def test_inputs_at_their_limits_give_messages_not_tracebacks(app, page):
+    """SSD on unlabelled images, the largest random target, λ = 0, α at both ends: each page copes."""
+    app.switch_page(page).run()
+    app.radio(key="t_kind").set_value("images").run()
+    app.radio(key="method").set_value("ssd").run()
+    assert not app.exception
+    assert any("SSD needs labels" in e.value for e in app.error)
+    app.radio(key="method").set_value("lfssd").run()
+    app.radio(key="t_kind").set_value("random").run()
+    app.number_input(key="t_n").set_value(1000).run()
+    assert not app.exception and not app.error
+    for alpha, lambda_ in ((0.5, 0.0), (100.0, 5.0)):
+        app.session_state["alpha"], app.session_state["lambda"] = alpha, lambda_
+        app.run()
+        assert not app.exception and not app.error
+        if page == "views/forget.py":
+            assert app.select_slider(key="alpha_slider").value == alpha
+            assert app.slider(key="lambda_slider").value == lambda_

@@ -16,7 +16,7 @@ from core.cache import TensorCache, cache_root
 from core.data import load_dataset
 from core.dataset import Dataset
 from core.errors import UserError
-from core.images import MAX_IMAGE_BYTES, decode_image
+from core.images import decode_images
 from core.models import save_checkpoint, weights_hash
 from ui.state import BASELINE_UPLOAD as UPLOAD_BASELINE, UPLOAD_TARGET, UPLOADS, Selection
 from core.dampening import RatioHistogram, ratio_histogram
@@ -35,34 +35,45 @@ def prepared(selection: Selection, method: str | None = None, mode: str | None =
     uploads (``images:upload``); the baseline is the trained model or the user's checkpoint."""
     dataset_name, model, target = selection.dataset, selection.model, selection.target
     method, mode, checkpoint = method or selection.method, mode or selection.mode, selection.checkpoint
-    if target == UPLOAD_TARGET:
-        images, names = uploaded_images(dataset(dataset_name))
-    elif target.startswith("images:test:"):
-        data = dataset(dataset_name)
-        mask = data.test_y == int(target.removeprefix("images:test:"))
-        images, names = data.test_x[mask], [f"test #{int(i)}" for i in torch.nonzero(mask).flatten()]
+    if not target.startswith("images:"):
+        prep, warnings = _prepared(dataset_name, model, target, method, mode, checkpoint, None, None, (),
+                                   str(cache_root()))
     else:
-        return _prepared(dataset_name, model, target, method, mode, checkpoint, None, None, (), str(cache_root()))
-    if len(images) == 0:
-        raise UserError("the forget set is empty: add at least one image")
-    digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
-    return _prepared(dataset_name, model, f"images:{digest}", method, mode, checkpoint, digest, images,
-                     tuple(names), str(cache_root()))
+        images, names = _forget_images(dataset(dataset_name), target)
+        digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+        prep, warnings = _prepared(dataset_name, model, f"images:{digest}", method, mode, checkpoint, digest, images,
+                                   tuple(names), str(cache_root()))
+    for message in warnings:  # e.g. an unwritable cache folder, a damaged entry recomputed
+        st.warning(f"cache: {message}")
+    return prep
+
+
+def _forget_images(data: Dataset, target: str) -> tuple[torch.Tensor, list[str]]:
+    """``images:upload`` (this session's uploads) or ``images:test:<class>`` (labels hidden)."""
+    if target == UPLOAD_TARGET:
+        return uploaded_images(data)
+    if not target.startswith("images:test:"):
+        raise UserError(f"'{target}' is not an image target the app knows")
+    mask = data.test_y == int(target.removeprefix("images:test:"))
+    if not mask.any():
+        raise UserError("the forget set is empty: that class has no test images")
+    return data.test_x[mask], [f"test #{int(i)}" for i in torch.nonzero(mask).flatten()]
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _prepared(dataset_name: str, model: str, target: str, method: str, mode: str, checkpoint: str | None,
               images_digest: str | None, _images: torch.Tensor | None, _names: tuple[str, ...],
-              cache_dir: str) -> Prepared:
+              cache_dir: str) -> tuple[Prepared, tuple[str, ...]]:
     """Keyed by plain values, the cache folder included: a different cache is a different model store.
     An uploaded checkpoint's path is named by its content hash, so the path names the weights."""
     bar = st.progress(0.0, text="preparing the experiment…")
     try:
         config = ExperimentConfig(dataset=dataset_name, model=model, forget=target, kind=method, mode=mode,
                                   checkpoint=checkpoint)
-        return prepare(config, TensorCache(cache_dir),
-                       progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message),
+        cache = TensorCache(cache_dir)
+        prep = prepare(config, cache, progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message),
                        forget_images=_images, forget_names=_names)
+        return prep, tuple(cache.warnings)
     finally:
         bar.empty()
 
@@ -87,22 +98,16 @@ MAX_UPLOADS = 200
 
 
 def uploaded_images(data: Dataset) -> tuple[torch.Tensor, list[str]]:
-    """Decode this session's uploads into the data set's format; each bad file gets a warning."""
+    """Decode this session's uploads into the data set's format; each bad file gets a warning,
+    a load over the count, byte or pixel limits an error (core.images enforces them)."""
     files = st.session_state.get(UPLOADS) or []
-    if len(files) > MAX_UPLOADS:
-        raise UserError(f"{len(files)} files uploaded; at most {MAX_UPLOADS} at a time")
-    images, names = [], []
-    for file in files:
-        try:
-            if file.size > MAX_IMAGE_BYTES:
-                raise UserError(f"{file.name} is {file.size / 1e6:.1f} MB, over the {MAX_IMAGE_BYTES / 1e6:.0f} MB limit")
-            images.append(decode_image(file.getvalue(), file.name, data.image_shape, data.dark_background))
-            names.append(file.name)
-        except UserError as exc:
-            st.warning(f"skipped: {exc}")
-    if not images:
+    if not files:
         raise UserError("no usable images: upload at least one image to forget (PNG, JPEG, …)")
-    return torch.stack(images), names
+    images, names, skipped = decode_images([(f.name, f.getvalue()) for f in files], data.image_shape,
+                                           data.dark_background, max_files=MAX_UPLOADS)
+    for message in skipped:
+        st.warning(f"skipped: {message}")
+    return images, names
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
