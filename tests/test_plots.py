@@ -41,3 +41,19 @@ def test_histogram_splits_kept_and_dampened_at_alpha_and_labels_both_lines(prep)
     assert labels == {"α = 3.5": "right", f"ceiling ≈ {prep.alpha_ceiling:.3g}": "left"}
     past = ratio_histogram_figure(hist, 10.0, prep.alpha_ceiling)  # α past the ceiling: the labels swap sides
     assert {a.text: a.xanchor for a in past.layout.annotations}["α = 10"] == "left"
+
+
+def test_the_downloads_hold_the_dampened_model_and_the_shown_numbers(prep):
+    import json
+
+    from core.experiment import forget
+    from core.models import create_model, load_state, state_dict_from_bytes, weights_hash
+    from ui.downloads import model_bytes, report_json
+
+    outcome = forget(prep, 3.5, 1.0)
+    fresh = create_model("small_cnn", prep.dataset.image_shape, prep.dataset.num_classes, seed=123)
+    loaded = load_state(fresh, state_dict_from_bytes(model_bytes(outcome.model), "dampened.safetensors"), "x")
+    assert weights_hash(loaded) == weights_hash(outcome.model) != weights_hash(prep.model)
+    report = json.loads(report_json(prep, outcome, None))
+    assert report["alpha"] == 3.5 and report["selected"] == outcome.report.selected
+    assert report["forgotten"]["d_f"] == pytest.approx(outcome.result.d_f)
