@@ -18,6 +18,7 @@ navigation = st.navigation([
     st.Page("views/forget.py", title="Forget", icon=":material/auto_fix_high:", default=True),
     st.Page("views/sensitivity.py", title="Sensitivity", icon=":material/show_chart:"),
     st.Page("views/importance.py", title="Importance maps", icon=":material/biotech:"),
+    st.Page("views/compare.py", title="Compare methods", icon=":material/compare_arrows:"),
 ])
 widgets.sidebar()
 navigation.run()

@@ -28,6 +28,7 @@ st.markdown("**Explore**")
 links = (("views/forget.py", "Forget: move α and λ, watch it forget"),
          ("views/sensitivity.py", "Sensitivity: sweep α and λ, find the plateau"),
          ("views/importance.py", "Importance maps: what α selects, what labels change"),
+         ("views/compare.py", "Compare methods: LFSSD beside SSD, retraining and others"),
          ("views/model_data.py", "Model & data: the baseline, or your own checkpoint"))
-for col, (page, label) in zip(st.columns(len(links)), links):
-    col.page_link(page, label=label + " →")
+for page, label in links:  # one per line: five side by side cut every label short at 1280 px
+    st.page_link(page, label=label + " →")
