@@ -222,23 +222,33 @@ def cmd_sweep(args) -> dict:
     return {**_summary(prepared), "baseline": prepared.baseline.headline(), "rows": _records(table)}
 
 
-def cmd_importance(args) -> dict:
-    from core.experiment import prepare
+def cmd_importance(args) -> dict | None:
+    """I_D and I_Df. Under ``torchrun --nproc_per_node=K`` each process takes every K-th batch and
+    the sums are all-reduced; only the first process writes the cache, the output and the JSON."""
+    from core.cache import save_tensors
+    from core.distributed import from_environment
+    from core.experiment import load_importances
 
-    prepared = prepare(_config(args), _cache(args), _progress(args))
+    group = from_environment()
+    first = group is None or group.rank == 0
+    try:
+        parts = load_importances(_config(args), _cache(args), _progress(args) if first else None, group=group)
+    finally:
+        if group is not None:
+            group.close()
+    if not first:
+        return None
     if args.output:
-        from core.cache import atomic_path
-        from safetensors.torch import save_file
-
-        maps = {**{f"full.{k}": v for k, v in prepared.imp_full.items()},
-                **{f"forget.{k}": v for k, v in prepared.imp_forget.items()}}
-        meta = {"kind": prepared.config.kind, "mode": prepared.config.mode, "forget": str(prepared.split.spec),
-                "dataset": prepared.config.dataset, "model": prepared.config.model, "batch_size": str(prepared.batch_size)}
-        with atomic_path(Path(args.output)) as tmp:
-            save_file({k: v.contiguous() for k, v in maps.items()}, str(tmp), metadata=meta)
-    totals = {name: {"full_sum": float(prepared.imp_full[name].sum()), "forget_sum": float(prepared.imp_forget[name].sum()),
-                     "numel": prepared.imp_full[name].numel()} for name in prepared.imp_full}
-    return {**_summary(prepared), "parameters": totals, "output": args.output}
+        maps = {**{f"full.{k}": v for k, v in parts.imp_full.items()},
+                **{f"forget.{k}": v for k, v in parts.imp_forget.items()}}
+        meta = {"kind": parts.config.kind, "mode": parts.config.mode, "forget": str(parts.split.spec),
+                "dataset": parts.config.dataset, "model": parts.config.model, "batch_size": str(parts.batch_size),
+                "processes": str(group.world if group else 1)}
+        save_tensors(args.output, maps, meta)
+    totals = {name: {"full_sum": float(parts.imp_full[name].sum()), "forget_sum": float(parts.imp_forget[name].sum()),
+                     "numel": parts.imp_full[name].numel()} for name in parts.imp_full}
+    return {**_summary(parts), "parameters": totals, "output": args.output,
+            "processes": group.world if group else 1, "backend": group.backend if group else None}
 
 
 def _records(table) -> list[dict]:
@@ -417,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         for option in ("save", "csv", "output"):
             _check_writable(getattr(args, option, None))
         result = COMMANDS[args.command](args)
+        if result is None:  # a torchrun process other than the first: it has nothing to say
+            return 0
     except (CliError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

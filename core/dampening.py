@@ -69,20 +69,54 @@ def selection(imp_full: torch.Tensor, imp_forget: torch.Tensor, alpha: float, la
     return selected, beta
 
 
+@dataclass(frozen=True, eq=False)
+class DampeningPlan:
+    """What (α, λ) does to each parameter tensor: the report, and β for every tensor holding at
+    least one selected element (tensors left out stay exactly as they are)."""
+
+    report: DampeningReport
+    betas: dict[str, torch.Tensor]  # name -> β (1 where not selected), only for changed tensors
+    selected: dict[str, torch.Tensor]  # name -> bool mask, same keys
+
+    @property
+    def changed(self) -> list[str]:
+        return list(self.betas)
+
+
+def plan_dampening(names, imp_full: Importance, imp_forget: Importance, alpha: float,
+                   lambda_: float) -> DampeningPlan:
+    """Equation 1 for the parameter tensors ``names`` (in model order); nothing is modified.
+    The importances may live on any device; β comes back on theirs."""
+    validate_hyperparameters(alpha, lambda_)
+    layers, betas, masks = [], {}, {}
+    for name in names:
+        selected, beta = selection(imp_full[name], imp_forget[name], alpha, lambda_)
+        report = _layer_report(name, selected, beta)
+        layers.append(report)
+        if report.selected:
+            betas[name], masks[name] = beta, selected
+    return DampeningPlan(DampeningReport(float(alpha), float(lambda_), tuple(layers)), betas, masks)
+
+
+def dampened_value(param: torch.Tensor, beta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """θ·β, the one product every path uses (so a copy and a reused buffer agree bit for bit)."""
+    return torch.mul(param, beta.to(device=param.device, dtype=param.dtype), out=out)
+
+
 def dampen(model: nn.Module, imp_full: Importance, imp_forget: Importance, alpha: float,
-           lambda_: float) -> tuple[nn.Module, DampeningReport]:
-    """Return (a dampened copy of ``model``, a report). ``model`` itself is never modified."""
+           lambda_: float, plan: DampeningPlan | None = None) -> tuple[nn.Module, DampeningReport]:
+    """Return (a dampened copy of ``model``, a report). ``model`` itself is never modified.
+    ``plan``: one already made for these maps and (α, λ), so it is not computed twice."""
     validate_hyperparameters(alpha, lambda_)
     _check_keys(model, imp_full, imp_forget)
+    names = [name for name, _ in model.named_parameters()]
+    plan = plan or plan_dampening(names, imp_full, imp_forget, alpha, lambda_)
     damped = copy.deepcopy(model)
-    layers = []
+    params = dict(damped.named_parameters())
     with torch.no_grad():
-        for name, param in damped.named_parameters():
-            full, forget = imp_full[name].to(param.device), imp_forget[name].to(param.device)
-            selected, beta = selection(full, forget, alpha, lambda_)
-            param.mul_(beta.to(param.dtype))
-            layers.append(_layer_report(name, selected, beta))
-    return damped, DampeningReport(float(alpha), float(lambda_), tuple(layers))
+        for name, beta in plan.betas.items():
+            dampened_value(params[name], beta, out=params[name])
+    return damped, plan.report
 
 
 def selected_betas(imp_full: Importance, imp_forget: Importance, alpha: float, lambda_: float) -> np.ndarray:

@@ -5,8 +5,10 @@ The CLI and the app both go through here, so they print and show the same number
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -14,13 +16,13 @@ import torch
 from torch import nn
 
 from core.cache import TensorCache
-from core.dampening import DampeningReport, dampen, validate_hyperparameters
+from core.dampening import DampeningReport, _check_keys, dampen, plan_dampening, validate_hyperparameters
 from core.data import DATASETS, load_dataset
 from core.dataset import Dataset
 from core.errors import UserError
-from core.evaluate import EvalResult, evaluate
+from core.evaluate import EvalResult, EvalSubset, evaluate, evaluation_subset, needs_subset, score
 from core.importance import Importance, cached_importance, validate
-from core.models import MODELS, create_model, load_checkpoint, weights_hash
+from core.models import MODELS, create_model, default_device, load_checkpoint, weights_hash
 from core.splits import D_ORDERS, ForgetSpec, ForgetSplit, images_split, make_split
 from core.train import default_config, trained_model
 
@@ -75,6 +77,8 @@ class Prepared:
     baseline: EvalResult
     timings: dict[str, float] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
+    # cached activations and reusable model copies for slider moves (core.prefix), made on first use
+    evaluations: "_Evaluations" = field(init=False, repr=False, compare=False, default_factory=lambda: _Evaluations())
 
     @property
     def batch_size(self) -> int:
@@ -100,16 +104,36 @@ def baseline_model(config: ExperimentConfig, dataset: Dataset, cache: TensorCach
     return trained_model(config.model, dataset, train_config, cache=cache, progress=progress)
 
 
-def prepare(config: ExperimentConfig, cache: TensorCache | None = None, progress: Progress | None = None,
-            forget_images: torch.Tensor | None = None, forget_names: Sequence[str] = ()) -> Prepared:
-    """Load data and model, resolve the target, compute (or load) I_D and I_Df, score the baseline.
+@dataclass(frozen=True, eq=False)
+class Importances:
+    """Data, target, model and both importances: ``prepare`` without the baseline's scores."""
 
-    ``forget_images`` (uint8, in the data set's format) replaces ``config.forget`` with an
-    unlabelled target: how the app passes uploads, which have no path to name.
+    config: ExperimentConfig
+    dataset: Dataset
+    model: nn.Module
+    split: ForgetSplit
+    imp_full: Importance
+    imp_forget: Importance
+    timings: dict[str, float]
+    cache_hits: dict[str, bool]
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size or self.split.reference_batch_size
+
+
+def load_importances(config: ExperimentConfig, cache: TensorCache | None = None, progress: Progress | None = None,
+                     forget_images: torch.Tensor | None = None, forget_names: Sequence[str] = (),
+                     group=None, _stage_weights=None) -> Importances:
+    """Load data and model, resolve the target and compute (or load) I_D and I_Df.
+
+    The model goes to the GPU when there is one (importances are cached as CPU tensors either
+    way). ``group`` (``core.distributed.Group``): this process is one of several that each take a
+    share of the batches; every process returns the importances over all of them.
     """
     config = config.resolved()
     cache = cache or TensorCache()
-    stage = _Stages(progress, (("data", 0.05), ("model", 0.45), ("I_D", 0.3), ("I_Df", 0.1), ("baseline", 0.1)))
+    stage = _Stages(progress, _stage_weights or (("data", 0.05), ("model", 0.5), ("I_D", 0.35), ("I_Df", 0.1)))
     timings, hits = {}, {}
     with _timed(timings, "data"):
         dataset = load_dataset(config.dataset, config.data_root, stage.next("data"))
@@ -120,21 +144,46 @@ def prepare(config: ExperimentConfig, cache: TensorCache | None = None, progress
         if config.kind == "ssd" and not split.labelled:
             raise UserError("SSD needs labels, and the forget images have none; use LFSSD (label-free)")
     with _timed(timings, "model"):
-        model, hits["model"] = baseline_model(config, dataset, cache, stage.next("model"))
+        if group is None:
+            model, hits["model"] = baseline_model(config, dataset, cache, stage.next("model"))
+            model = model.to(default_device())
+        else:
+            model, hits["model"] = group.same_model(lambda: baseline_model(config, dataset, cache, stage.next("model")))
     batch_size = config.batch_size or split.reference_batch_size
     per_sample = MODELS.get(config.model).per_sample
     model_key = weights_hash(model)
     with _timed(timings, "importance_full"):
         imp_full, hits["importance_full"] = cached_importance(
             model, split.full_loader(dataset, batch_size, config.d_order), config.kind, config.mode, cache,
-            model_key, stage.next("I_D"), per_sample)
+            model_key, stage.next("I_D"), per_sample, group=group)
     with _timed(timings, "importance_forget"):
         imp_forget, hits["importance_forget"] = cached_importance(
             model, split.forget_loader(dataset, batch_size), config.kind, config.mode, cache,
-            model_key, stage.next("I_Df"), per_sample)
-    with _timed(timings, "evaluate_baseline"):
-        baseline = evaluate(model, dataset, split, stage.next("baseline"))
-    return Prepared(config, dataset, model, split, imp_full, imp_forget, baseline, timings, hits)
+            model_key, stage.next("I_Df"), per_sample, group=group)
+    return Importances(config, dataset, model, split, imp_full, imp_forget, timings, hits)
+
+
+def prepare(config: ExperimentConfig, cache: TensorCache | None = None, progress: Progress | None = None,
+            forget_images: torch.Tensor | None = None, forget_names: Sequence[str] = ()) -> Prepared:
+    """Load data and model, resolve the target, compute (or load) I_D and I_Df, score the baseline.
+
+    ``forget_images`` (uint8, in the data set's format) replaces ``config.forget`` with an
+    unlabelled target: how the app passes uploads, which have no path to name. The baseline's
+    evaluation pass also fills the activation cache later slider moves restart from.
+    """
+    weights = (("data", 0.05), ("model", 0.45), ("I_D", 0.3), ("I_Df", 0.1), ("baseline", 0.1))
+    parts = load_importances(config, cache, progress, forget_images, forget_names, _stage_weights=weights)
+    evaluations = _Evaluations()
+    with _timed(parts.timings, "evaluate_baseline"):
+        if progress:
+            progress(0.9, "evaluating the baseline")
+        baseline = evaluations.full(parts).evaluate(None)
+    prepared = Prepared(parts.config, parts.dataset, parts.model, parts.split, parts.imp_full, parts.imp_forget,
+                        baseline, parts.timings, parts.cache_hits)
+    prepared.evaluations.adopt(evaluations)
+    if progress:
+        progress(1.0, "ready")
+    return prepared
 
 
 def retrain_reference(prepared: Prepared, cache: TensorCache | None = None,
@@ -150,23 +199,115 @@ def retrain_reference(prepared: Prepared, cache: TensorCache | None = None,
     train_config = default_config(config.model, prepared.dataset.name, epochs=config.epochs, seed=config.seed)
     model, _ = trained_model(config.model, prepared.dataset, train_config, indices=prepared.split.retain_train,
                              cache=cache or TensorCache(), progress=progress)
-    return evaluate(model, prepared.dataset, prepared.split)
+    return evaluate(model.to(_device(prepared.model)), prepared.dataset, prepared.split)
 
 
 @dataclass(frozen=True, eq=False)
 class ForgetOutcome:
-    model: nn.Module  # the dampened copy
     report: DampeningReport
     result: EvalResult
     seconds: float
+    build_model: Callable[[], nn.Module] = field(repr=False)
+
+    @cached_property
+    def model(self) -> nn.Module:
+        """The dampened copy (made on first use: a slider move itself never needs one)."""
+        return self.build_model()
 
 
-def forget(prepared: Prepared, alpha: float, lambda_: float, progress: Progress | None = None) -> ForgetOutcome:
-    """Dampen a copy of the baseline at (α, λ) and score it; the baseline stays untouched."""
+EVALUATIONS = ("auto", "full", "subset")
+
+
+def forget(prepared: Prepared, alpha: float, lambda_: float, progress: Progress | None = None,
+           evaluation: str = "auto") -> ForgetOutcome:
+    """Dampen the baseline at (α, λ) and score it; the baseline stays untouched.
+
+    Only the stages from the first one holding a dampened element are recomputed (``core.prefix``),
+    with the same numbers as scoring a dampened copy from scratch. ``evaluation``: "full" scores
+    every image; "subset" a fixed stratified subset with 95 % intervals (``EvalResult.sample``);
+    "auto" (the default) the subset only above ``core.evaluate.SUBSET_THRESHOLD`` evaluation images.
+    """
     started = time.perf_counter()
-    model, report = dampen(prepared.model, prepared.imp_full, prepared.imp_forget, alpha, lambda_)
-    result = evaluate(model, prepared.dataset, prepared.split, progress)
-    return ForgetOutcome(model, report, result, time.perf_counter() - started)
+    plan = _plan(prepared, alpha, lambda_)
+    if progress:
+        progress(0.0, f"evaluating α={alpha:g}, λ={lambda_:g}")
+    result = prepared.evaluations.for_mode(prepared, evaluation).evaluate(plan)
+    if progress:
+        progress(1.0, "evaluation done")
+    build = lambda: dampen(prepared.model, prepared.imp_full, prepared.imp_forget, alpha, lambda_, plan)[0]  # noqa: E731
+    return ForgetOutcome(plan.report, result, time.perf_counter() - started, build)
+
+
+def baseline_for(prepared: Prepared, result: EvalResult) -> EvalResult:
+    """The baseline scored on the same images as ``result``: ``prepared.baseline`` after a full
+    evaluation, the baseline on the same fixed subset (with its intervals) after a subset one."""
+    if result.sample is None:
+        return prepared.baseline
+    return prepared.evaluations.for_mode(prepared, "subset").evaluate(None)
+
+
+def _plan(prepared: Prepared, alpha: float, lambda_: float):
+    validate_hyperparameters(alpha, lambda_)
+    _check_keys(prepared.model, prepared.imp_full, prepared.imp_forget)
+    names = [name for name, _ in prepared.model.named_parameters()]
+    return plan_dampening(names, prepared.imp_full, prepared.imp_forget, alpha, lambda_)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class _Evaluation:
+    """One fixed set of evaluation images (all, or a subset) with its prefix cache."""
+
+    def __init__(self, parts, subset: EvalSubset | None):
+        from core.prefix import PrefixEvaluator
+
+        self.subset = subset
+        self.dataset = subset.dataset if subset else parts.dataset
+        self.split = subset.split if subset else parts.split
+        sets = {"test": self.dataset.test_x, "train": self.dataset.train_x}
+        if not self.split.labelled:
+            sets["forget"] = self.split.forget_images
+        info = MODELS.get(parts.config.model) if parts.config.model in MODELS else None
+        self.evaluator = PrefixEvaluator(parts.model, info.stages_of if info else None, self.dataset, sets)
+
+    def evaluate(self, plan) -> EvalResult:
+        logits = self.evaluator.logits(plan)
+        result = score(self.dataset, self.split, logits["test"], logits["train"], logits.get("forget"))
+        return self.subset.with_intervals(result) if self.subset else result
+
+
+class _Evaluations:
+    """The full and (on large data sets) subset evaluations of one prepared experiment, made on
+    first use and shared by every thread that moves a slider on it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._full: _Evaluation | None = None
+        self._subset: _Evaluation | None = None
+
+    def adopt(self, other: "_Evaluations") -> None:
+        self._full, self._subset = other._full, other._subset
+
+    def full(self, parts) -> _Evaluation:
+        with self._lock:
+            if self._full is None:
+                self._full = _Evaluation(parts, None)
+            return self._full
+
+    def subset(self, parts) -> _Evaluation:
+        with self._lock:
+            if self._subset is None:
+                self._subset = _Evaluation(parts, evaluation_subset(parts.dataset, parts.split))
+            return self._subset
+
+    def for_mode(self, prepared: Prepared, evaluation: str) -> _Evaluation:
+        if evaluation not in EVALUATIONS:
+            raise UserError(f"unknown evaluation '{evaluation}'; choose one of: {', '.join(EVALUATIONS)}")
+        if evaluation == "subset" or (evaluation == "auto" and needs_subset(prepared.dataset, prepared.split)):
+            return self.subset(prepared)
+        return self.full(prepared)
 
 
 def run_forget(config: ExperimentConfig, cache: TensorCache | None = None,
@@ -186,10 +327,12 @@ def sweep(prepared: Prepared, alphas: Sequence[float], lambdas: Sequence[float],
             validate_hyperparameters(alpha, lambda_)
     grid = [(a, lam) for a in alphas for lam in lambdas]
     rows = []
+    evaluation = prepared.evaluations.for_mode(prepared, "auto")
     for i, (alpha, lambda_) in enumerate(grid):
-        outcome = forget(prepared, alpha, lambda_)
-        rows.append({"alpha": alpha, "lambda": lambda_, "selected": outcome.report.selected,
-                     "selected_fraction": outcome.report.fraction, **_scores(outcome.result)})
+        plan = _plan(prepared, alpha, lambda_)  # one reused model copy, no deep copy per point
+        result = evaluation.evaluate(plan)
+        rows.append({"alpha": alpha, "lambda": lambda_, "selected": plan.report.selected,
+                     "selected_fraction": plan.report.fraction, **_scores(result)})
         if progress:
             progress((i + 1) / len(grid), f"sweep: α={alpha:g}, λ={lambda_:g} ({i + 1}/{len(grid)})")
     return pd.DataFrame(rows)

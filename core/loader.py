@@ -32,9 +32,14 @@ class TensorLoader:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self.y), self.batch_size):
-            stop = start + self.batch_size
-            yield self.dataset.normalize(self.x[start:stop]), self.y[start:stop]
+        for i in range(len(self)):
+            yield self.batch(i)
+
+    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``i`` (0-based): views of the stored tensors, normalised; nothing else is copied."""
+        start = i * self.batch_size
+        stop = start + self.batch_size
+        return self.dataset.normalize(self.x[start:stop]), self.y[start:stop]
 
     def content_key(self) -> str:
         """A hash of the images, labels and batch size: what an importance over it depends on."""

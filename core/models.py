@@ -20,7 +20,15 @@ class ModelInfo:
     name: str
     description: str
     build: Callable[[tuple[int, int, int], int], nn.Module]  # (image shape (C,H,W), classes) -> model
-    per_sample: str = "vmap"  # how sample-mode importance gets per-sample gradients: vmap | loop
+    per_sample: str = "vmap"  # how sample-mode importance gets per-sample gradients: hooks | vmap | loop
+    # The model's stages (core.stages): evaluation after dampening restarts from the first stage
+    # that holds a dampened element. None: one stage, the whole model.
+    stages: Callable[[nn.Module], list] | None = None
+
+    def stages_of(self, model: nn.Module) -> list:
+        from core.stages import single_stage
+
+        return (self.stages or single_stage)(model)
 
 
 MODELS: Registry[ModelInfo] = Registry("model")
@@ -86,10 +94,28 @@ class ResNet18Cifar(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(512, num_classes)
 
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+    def stem(self, x):
+        return torch.relu(self.bn1(self.conv1(x)))
+
+    def head(self, x):
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    def forward(self, x):  # = the stages in order (resnet_stages), so each can be rerun on its own
+        out = self.stem(x)
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                out = block(out)
+        return self.head(out)
+
+
+def resnet_stages(model: ResNet18Cifar) -> list:
+    """Stem, each of the eight BasicBlocks, head (pool + linear)."""
+    from core.stages import Stage
+
+    stages = [Stage("stem", model.stem, ("conv1.", "bn1."))]
+    for layer in ("layer1", "layer2", "layer3", "layer4"):
+        stages += [Stage(f"{layer}.{i}", block, (f"{layer}.{i}.",)) for i, block in enumerate(getattr(model, layer))]
+    return stages + [Stage("head", model.head, ("fc.",))]
 
 
 # --- ViT via timm ----------------------------------------------------------------------------
@@ -117,10 +143,24 @@ class Upsampled(nn.Module):
         super().__init__()
         self.inner, self.size, self.channels = inner, size, channels
 
-    def forward(self, x):
+    def resize(self, x):
         if x.shape[1] != self.channels:
             x = x.expand(-1, self.channels, -1, -1)
-        return self.inner(nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False))
+        return nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+    def forward(self, x):
+        return self.inner(self.resize(x))
+
+
+def upsampled_vit_stages(model: Upsampled) -> list:
+    """The inner ViT's stages, the resize folded into the first."""
+    from dataclasses import replace
+
+    from core.stages import vit_stages
+
+    stages = vit_stages(model.inner, prefix="inner.")
+    first = stages[0]
+    return [replace(first, run=lambda x: first.run(model.resize(x))), *stages[1:]]
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -154,12 +194,27 @@ def _raise_unless_cached() -> None:
             "use 'vit' (trained from scratch) or copy the timm weights into that cache")
 
 
-MODELS.register("small_cnn", ModelInfo("small_cnn", "small CNN: 2 conv + 2 linear layers (trains in seconds)", small_cnn))
+def _sequential_stages(model: nn.Module) -> list:
+    from core.stages import sequential_stages
+
+    return sequential_stages(model)
+
+
+def _vit_stages(model: nn.Module) -> list:
+    from core.stages import vit_stages
+
+    return vit_stages(model)
+
+
+MODELS.register("small_cnn", ModelInfo("small_cnn", "small CNN: 2 conv + 2 linear layers (trains in seconds)", small_cnn,
+                                       per_sample="hooks", stages=_sequential_stages))
 MODELS.register("resnet18", ModelInfo("resnet18", "ResNet18, CIFAR variant (11 M parameters)",
-                                      lambda shape, n: ResNet18Cifar(shape[0], n), per_sample="loop"))
-MODELS.register("vit", ModelInfo("vit", "ViT-Tiny-sized, small patches, trained from scratch (timm)", small_vit))
+                                      lambda shape, n: ResNet18Cifar(shape[0], n), per_sample="hooks",
+                                      stages=resnet_stages))
+MODELS.register("vit", ModelInfo("vit", "ViT-Tiny-sized, small patches, trained from scratch (timm)", small_vit,
+                                 stages=_vit_stages))
 MODELS.register("vit_b16", ModelInfo("vit_b16", "the paper's ViT-B/16, pretrained (needs the model hub)",
-                                     pretrained_vit_b16, per_sample="loop"))
+                                     pretrained_vit_b16, per_sample="loop", stages=upsampled_vit_stages))
 
 
 # --- checkpoints -----------------------------------------------------------------------------

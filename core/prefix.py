@@ -1,0 +1,241 @@
+"""Evaluate dampened copies of one baseline model without re-running what dampening left alone.
+
+At a useful α, dampening touches few parameter tensors, mostly late ones. The model's declared
+stages (``core.stages``) let evaluation cache the baseline's activations at stage boundaries on
+the evaluation images once, and recompute a dampened model only from the first stage that holds
+a selected element. Where that stage is a convolution block and only a few of its filters hold
+selected elements, only those output channels are recomputed (after checking once per shape
+that the channel slice reproduces the full convolution's values bit for bit; where it does not,
+the whole stage is recomputed).
+
+Results are bit-for-bit those of ``predict_logits`` on a dampened copy: the same chunks of
+``EVAL_BATCH_SIZE`` images, the same normalisation, the same modules in the same order.
+
+Activations are kept within a memory budget (``$LFSSD_PREFIX_CACHE_MB``, default 512 MiB); the
+boundaries nearest the output, the cheapest and most often useful, are kept first. Parameters are
+set in one reused private copy of the model per thread (never the shared baseline), and only the
+tensors that changed since its last use are rewritten.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from core.dampening import DampeningPlan, dampened_value
+from core.dataset import Dataset
+from core.evaluate import EVAL_BATCH_SIZE
+from core.stages import Stage, single_stage
+
+DEFAULT_BUDGET_MB = 512
+PARTIAL_MAX_SHARE = 0.5  # recompute a channel slice only when it is at most this share of the channels
+
+
+def budget_bytes() -> int:
+    try:
+        return int(float(os.environ.get("LFSSD_PREFIX_CACHE_MB", DEFAULT_BUDGET_MB)) * 2 ** 20)
+    except ValueError:
+        return DEFAULT_BUDGET_MB * 2 ** 20
+
+
+@dataclass
+class _Scratch:
+    model: nn.Module
+    stages: list[Stage]
+    params: dict[str, torch.Tensor]
+    dirty: set[str] = field(default_factory=set)  # parameters that differ from the baseline now
+
+
+@dataclass
+class PassStats:
+    """What the last pass recomputed: for the benchmark and tests."""
+
+    first_stage: int  # index of the first recomputed stage (== stages: nothing recomputed)
+    stages: int
+    partial_channels: int | None = None  # channels recomputed in the first stage, when sliced
+    stage_channels: int | None = None
+
+
+class PrefixEvaluator:
+    """Logits of dampened versions of ``model`` on fixed named image sets (uint8, normalised by
+    ``dataset``), recomputed from the first changed stage. Thread-safe; ``model`` is only read."""
+
+    def __init__(self, model: nn.Module, stages_fn, dataset: Dataset, image_sets: dict[str, torch.Tensor],
+                 budget: int | None = None):
+        self.model, self.dataset = model, dataset
+        self.stages_fn = stages_fn or single_stage
+        self.base_stages = self.stages_fn(model)
+        self.device = next(model.parameters()).device
+        self.names = [n for n, _ in model.named_parameters()]
+        self.stage_of = {n: next(i for i, s in enumerate(self.base_stages) if s.owns(n)) for n in self.names}
+        self.sets = dict(image_sets)
+        self.budget = budget_bytes() if budget is None else budget
+        self.keep: set[int] = set()  # cached boundaries (b = input of stage b; len(stages) = logits)
+        self._acts: dict[str, list[dict[int, torch.Tensor]]] | None = None
+        self._lock = threading.Lock()
+        self._pool: list[_Scratch] = []
+        self._exact_slice: dict[tuple, bool] = {}
+        self.last = PassStats(len(self.base_stages), len(self.base_stages))
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.base_stages)
+
+    def first_changed(self, changed) -> int:
+        return min((self.stage_of[n] for n in changed), default=self.num_stages)
+
+    def cached_bytes(self) -> int:
+        if self._acts is None:
+            return 0
+        return sum(t.numel() * t.element_size() for chunks in self._acts.values() for c in chunks for t in c.values())
+
+    # --- passes ----------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def baseline_logits(self) -> dict[str, torch.Tensor]:
+        """The baseline's logits on every set (the first call runs the model and fills the cache)."""
+        with self._lock:
+            if self._acts is None:
+                self._fill()
+        self.last = PassStats(self.num_stages, self.num_stages)
+        return {name: self._cat(name, self.num_stages) for name in self.sets}
+
+    @torch.inference_mode()
+    def logits(self, plan: DampeningPlan | None) -> dict[str, torch.Tensor]:
+        """Logits of the baseline dampened by ``plan`` (None: the baseline itself)."""
+        if plan is None or not plan.betas:
+            return self.baseline_logits()
+        self.baseline_logits()  # make sure the cache exists
+        first = self.first_changed(plan.betas)
+        scratch = self._acquire()
+        try:
+            self._set_params(scratch, plan)
+            slice_idx, rows = self._channel_slice(first, plan)
+            out = {name: torch.cat([self._forward(scratch, name, c, first, slice_idx) for c in range(len(chunks))])
+                   if chunks else self._empty(name) for name, chunks in self._acts.items()}
+        finally:
+            self._release(scratch)
+        exact = slice_idx is not None and all(v for k, v in self._exact_slice.items()
+                                              if k[0] == first and k[1] == len(slice_idx))
+        self.last = PassStats(first, self.num_stages, len(slice_idx) if exact else None, rows if exact else None)
+        return out
+
+    def _fill(self) -> None:
+        """One baseline pass over every set, recording the stage boundaries the budget allows."""
+        acts: dict[str, list[dict[int, torch.Tensor]]] = {name: [] for name in self.sets}
+        total = sum(len(images) for images in self.sets.values())
+        planned = False
+        for name, images in self.sets.items():
+            for start in range(0, len(images), EVAL_BATCH_SIZE):
+                x = self._input(images, start)
+                record: dict[int, torch.Tensor] = {}
+                for i, stage in enumerate(self.base_stages):
+                    x = stage.run(x)
+                    record[i + 1] = x
+                if not planned:
+                    self.keep, planned = self._plan(record, len(images[start:start + EVAL_BATCH_SIZE]), total), True
+                record = {b: t for b, t in record.items() if b in self.keep}
+                record[self.num_stages] = record.get(self.num_stages, x)
+                acts[name].append(record)
+        self.keep.add(self.num_stages)
+        self._acts = acts
+
+    def _plan(self, record: dict[int, torch.Tensor], chunk: int, total: int) -> set[int]:
+        """Boundaries to keep: the logits, then from the output backwards while the budget lasts."""
+        keep, used = {self.num_stages}, 0
+        for b in range(self.num_stages - 1, 0, -1):
+            t = record[b]
+            cost = t.element_size() * t.numel() // max(chunk, 1) * total
+            if used + cost <= self.budget:
+                keep.add(b)
+                used += cost
+        return keep
+
+    def _forward(self, scratch: _Scratch, name: str, c: int, first: int, slice_idx) -> torch.Tensor:
+        cached = self._acts[name][c]
+        start = max((b for b in cached if b <= first and b < self.num_stages), default=0)
+        x = cached[start] if start else self._input(self.sets[name], c * EVAL_BATCH_SIZE)
+        for i in range(start, self.num_stages):
+            if i < first:
+                x = self.base_stages[i].run(x)  # unchanged: the shared baseline's stage
+            elif i == first and slice_idx is not None and self._slice_is_exact(i, x, cached[i + 1], slice_idx):
+                x = self._sliced(scratch.stages[i], x, cached[i + 1], slice_idx)
+            else:
+                x = scratch.stages[i].run(x)
+        return x.float().cpu()
+
+    # --- channel slices ----------------------------------------------------------------------------
+
+    def _channel_slice(self, first: int, plan: DampeningPlan) -> tuple[torch.Tensor | None, int | None]:
+        """(output channels of stage ``first`` holding selected elements, the stage's channel count),
+        or (None, None) when a slice cannot be used."""
+        if first >= self.num_stages:
+            return None, None
+        stage = self.base_stages[first]
+        if stage.channels is None or first + 1 not in self.keep:
+            return None, None
+        changed = [n for n in plan.betas if self.stage_of[n] == first]
+        if not set(changed) <= set(stage.channel_params):
+            return None, None
+        rows = None
+        for n in changed:
+            mask = plan.selected[n]
+            hit = mask.reshape(mask.shape[0], -1).any(1)
+            rows = hit if rows is None else rows | hit
+        idx = torch.nonzero(rows).flatten().to(self.device)
+        return (idx, len(rows)) if len(idx) <= PARTIAL_MAX_SHARE * len(rows) else (None, None)
+
+    def _slice_is_exact(self, i: int, x: torch.Tensor, out: torch.Tensor, idx: torch.Tensor) -> bool:
+        """Whether the channel slice gives the full stage's values bit for bit, for these shapes:
+        checked once on the baseline (whose full output is cached), then remembered."""
+        key = (i, len(idx), tuple(x.shape), x.dtype, str(x.device))
+        known = self._exact_slice.get(key)
+        if known is None:
+            known = torch.equal(self.base_stages[i].channels(x, idx), out.index_select(1, idx))
+            self._exact_slice[key] = known
+        return known
+
+    @staticmethod
+    def _sliced(stage: Stage, x: torch.Tensor, baseline_out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        out = baseline_out.clone()
+        out[:, idx] = stage.channels(x, idx)
+        return out
+
+    # --- the private copies ------------------------------------------------------------------------
+
+    def _acquire(self) -> _Scratch:
+        with self._lock:
+            if self._pool:
+                return self._pool.pop()
+        model = copy.deepcopy(self.model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return _Scratch(model, self.stages_fn(model), dict(model.named_parameters()))
+
+    def _release(self, scratch: _Scratch) -> None:
+        with self._lock:
+            self._pool.append(scratch)
+
+    def _set_params(self, scratch: _Scratch, plan: DampeningPlan) -> None:
+        base = dict(self.model.named_parameters())
+        for name in scratch.dirty - set(plan.betas):
+            scratch.params[name].copy_(base[name])
+        for name, beta in plan.betas.items():
+            dampened_value(base[name].detach(), beta, out=scratch.params[name])
+        scratch.dirty = set(plan.betas)
+
+    # --- inputs ------------------------------------------------------------------------------------
+
+    def _input(self, images: torch.Tensor, start: int) -> torch.Tensor:
+        return self.dataset.normalize(images[start:start + EVAL_BATCH_SIZE]).to(self.device)
+
+    def _cat(self, name: str, boundary: int) -> torch.Tensor:
+        chunks = self._acts[name]
+        return torch.cat([c[boundary].float().cpu() for c in chunks]) if chunks else self._empty(name)
+
+    def _empty(self, name: str) -> torch.Tensor:
+        return torch.zeros(0, self.dataset.num_classes)
