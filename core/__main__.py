@@ -1,5 +1,5 @@
-"""Command line: ``python -m core train | forget | sweep | importance | compare | reproduce``, each
-with ``--json``.
+"""Command line: ``python -m core train | forget | sweep | importance | compare | reproduce | bench``,
+each with ``--json``. ``importance`` also runs under ``torchrun`` (see ``core.distributed``).
 
 Every error a user can cause prints one line to stderr and exits with status 2.
 """
@@ -97,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     _method_args(p, default_methods=None, repeats=1)
     p.add_argument("--cache-dir", default=None, help="cache folder (default $LFSSD_CACHE_DIR or ~/.cache/lfssd-explorer)")
     p.add_argument("--csv", default=None, help="also write the side-by-side table to this CSV file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser("bench", help="speed as ratios against floors measured beside them (digits, MNIST-5k, CIFAR-shaped)")
+    p.add_argument("--workloads", default="digits,mnist5k,cifar", help="comma-separated: digits, mnist5k, cifar")
+    p.add_argument("--tiny", action="store_true", help="tiny synthetic workloads: every figure in seconds (for tests)")
+    p.add_argument("--no-distributed", dest="distributed", action="store_false",
+                   help="skip the 2-process torchrun comparison")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core beyond the first)")
+    p.add_argument("--opt-in", default="", help="also time speed-ups that change the numbers: bf16, compile (comma-separated)")
+    p.add_argument("--cache-dir", default=None, help="cache folder (default $LFSSD_CACHE_DIR or ~/.cache/lfssd-explorer)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -337,13 +346,29 @@ def cmd_reproduce(args) -> dict:
             "total_seconds": result.seconds}
 
 
-COMMANDS = {"train": cmd_train, "forget": cmd_forget, "sweep": cmd_sweep, "importance": cmd_importance,
+def cmd_bench(args) -> dict:
+    from core.bench import run_bench
+
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"--threads must be >= 1, got {args.threads}")
+    workloads = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
+    opt_in = tuple(o.strip() for o in args.opt_in.split(",") if o.strip())
+    return run_bench(tiny=args.tiny, threads=args.threads, cache=_cache(args), workloads=workloads,
+                     distributed=args.distributed, progress=_progress(args), opt_in=opt_in)
+
+
+COMMANDS = {"bench": cmd_bench, "train": cmd_train, "forget": cmd_forget, "sweep": cmd_sweep, "importance": cmd_importance,
             "compare": cmd_compare, "reproduce": cmd_reproduce}
 
 
 def _print_human(command: str, result: dict) -> None:
     if command == "reproduce":
         _print_reproduce(result)
+        return
+    if command == "bench":
+        from core.bench import print_summary
+
+        print_summary(result)
         return
     if command == "compare":
         print(f"compare on {result['dataset']} / {result['model']}, forget {result['target']} "
@@ -424,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
+        from core.runtime import configure_threads
+
+        configure_threads()  # one per core beyond the first, unless told (LFSSD_THREADS, OMP_NUM_THREADS)
         for option in ("save", "csv", "output"):
             _check_writable(getattr(args, option, None))
         result = COMMANDS[args.command](args)

@@ -26,12 +26,26 @@ EVAL_BATCH_SIZE = 512
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, dataset: Dataset, images: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
-    """(N, classes) logits for uint8 ``images``, in eval mode, returned on the CPU."""
+    """(N, classes) logits for uint8 ``images``, in eval mode, returned on the CPU.
+
+    Convolutional models run as a channels-last copy (``core.runtime``); ``model`` is untouched.
+    """
+    from core.runtime import layout_copy
+
     model.eval()
     device = next(model.parameters()).device
-    chunks = [model(dataset.normalize(images[i:i + batch_size]).to(device)).float().cpu()
+    run = layout_copy(model)
+    channels_last = run is not model
+    chunks = [run(model_input(dataset, images[i:i + batch_size], device, channels_last)).float().cpu()
               for i in range(0, len(images), batch_size)]
     return torch.cat(chunks) if chunks else torch.zeros(0, dataset.num_classes)
+
+
+def model_input(dataset: Dataset, images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 images → the normalised float batch a model sees, on ``device``, in its layout."""
+    from core.runtime import as_layout
+
+    return as_layout(dataset.normalize(images).to(device), channels_last)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float | None:
@@ -56,8 +70,9 @@ class EvalSample:
     """How a subset evaluation was drawn, and 95 % confidence intervals of its accuracies.
 
     Above ``SUBSET_THRESHOLD`` evaluation images, slider moves score a fixed stratified subset:
-    every D_f test image, up to ``SUBSET_FORGET_TRAIN`` forgotten training images, and stratified
-    samples of the other test images and of the retained training images. ``intervals`` holds, per
+    every forget sample (D_f's test and training images, or the unlabelled images: the rows of
+    ``forget_probs`` stay those of the full evaluation), and stratified samples of the other test
+    images and of the retained training images. ``intervals`` holds, per
     accuracy (``d_r``, ``d_f``, ``test``, ``retain_train``, ``forget_train``, ``per_class_test``),
     (low, high) in %: Wilson score intervals with a finite-population correction (exact, zero
     width, where a set was scored whole), the stratified ``test`` figure a normal interval. The MIA
@@ -87,6 +102,7 @@ class EvalResult:
     forget_probs: np.ndarray  # (K, classes) softmax on the forget set (D_f train, or the images)
     accuracy: str = "sample-weighted"  # or "batch-mean (<size>)": the paper protocol's averaging
     sample: EvalSample | None = None  # None: every image was scored (exact); else a subset, with CIs
+    numerics: str = "fp32"  # or an opt-in faster arithmetic that changes the numbers, named (e.g. bf16 autocast)
 
     @property
     def exact(self) -> bool:
@@ -159,7 +175,6 @@ def score(dataset: Dataset, split: ForgetSplit, test_logits: torch.Tensor, train
 SUBSET_THRESHOLD = 10_000  # evaluation images (train + test + forget images) above which slider moves subsample
 SUBSET_TEST = 2_000  # test images other than D_f's, stratified by class
 SUBSET_RETAIN_TRAIN = 2_000  # retained training images, stratified by class
-SUBSET_FORGET_TRAIN = 2_000  # forgotten training images (all of them when fewer)
 SUBSET_SEED = 0
 CONFIDENCE = 0.95
 _Z = 1.959963984540054  # two-sided 95 % normal quantile
@@ -264,11 +279,8 @@ def evaluation_subset(dataset: Dataset, split: ForgetSplit, seed: int = SUBSET_S
     forget_test = split.forget_test
     others = _without(torch.arange(len(dataset.test_y)), forget_test)
     test_index = torch.cat([forget_test, _stratified(others, dataset.test_y, SUBSET_TEST, gen)]).sort().values
-    forget_train = split.forget_train
-    if len(forget_train) > SUBSET_FORGET_TRAIN:
-        forget_train = forget_train[torch.randperm(len(forget_train), generator=gen)[:SUBSET_FORGET_TRAIN]]
     retain = _stratified(split.retain_train, dataset.train_y, SUBSET_RETAIN_TRAIN, gen)
-    train_index = torch.cat([retain, forget_train]).unique().sort().values
+    train_index = torch.cat([retain, split.forget_train]).unique().sort().values  # every forget sample
     sub_dataset = _restrict(dataset, test_index, train_index)
     test_pos, train_pos = _positions(test_index, len(dataset.test_y)), _positions(train_index, len(dataset.train_y))
     keep = lambda idx, pos: pos[idx][pos[idx] >= 0]  # noqa: E731  (order of the full split kept)

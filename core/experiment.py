@@ -173,16 +173,23 @@ def prepare(config: ExperimentConfig, cache: TensorCache | None = None, progress
     """
     weights = (("data", 0.05), ("model", 0.45), ("I_D", 0.3), ("I_Df", 0.1), ("baseline", 0.1))
     parts = load_importances(config, cache, progress, forget_images, forget_names, _stage_weights=weights)
+    if progress:
+        progress(0.9, "evaluating the baseline")
+    prepared = prepared_from(parts)
+    if progress:
+        progress(1.0, "ready")
+    return prepared
+
+
+def prepared_from(parts: Importances) -> Prepared:
+    """Score the baseline of ``parts`` (filling the activation cache) and make it a ``Prepared``:
+    how ``prepare`` ends, and how a caller with its own data, model and importances starts."""
     evaluations = _Evaluations()
     with _timed(parts.timings, "evaluate_baseline"):
-        if progress:
-            progress(0.9, "evaluating the baseline")
         baseline = evaluations.full(parts).evaluate(None)
     prepared = Prepared(parts.config, parts.dataset, parts.model, parts.split, parts.imp_full, parts.imp_forget,
                         baseline, parts.timings, parts.cache_hits)
     prepared.evaluations.adopt(evaluations)
-    if progress:
-        progress(1.0, "ready")
     return prepared
 
 
@@ -216,22 +223,26 @@ class ForgetOutcome:
 
 
 EVALUATIONS = ("auto", "full", "subset")
+# Opt-in arithmetic that changes the numbers (labelled in EvalResult.numerics); "fp32" is exact.
+NUMERICS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def forget(prepared: Prepared, alpha: float, lambda_: float, progress: Progress | None = None,
-           evaluation: str = "auto") -> ForgetOutcome:
+           evaluation: str = "auto", numerics: str = "fp32") -> ForgetOutcome:
     """Dampen the baseline at (α, λ) and score it; the baseline stays untouched.
 
     Only the stages from the first one holding a dampened element are recomputed (``core.prefix``),
     with the same numbers as scoring a dampened copy from scratch. ``evaluation``: "full" scores
     every image; "subset" a fixed stratified subset with 95 % intervals (``EvalResult.sample``);
     "auto" (the default) the subset only above ``core.evaluate.SUBSET_THRESHOLD`` evaluation images.
+    ``numerics="bf16"`` (opt-in) evaluates under bfloat16 autocast: faster on GPUs, approximate,
+    and labelled so in ``EvalResult.numerics``.
     """
     started = time.perf_counter()
     plan = _plan(prepared, alpha, lambda_)
     if progress:
         progress(0.0, f"evaluating α={alpha:g}, λ={lambda_:g}")
-    result = prepared.evaluations.for_mode(prepared, evaluation).evaluate(plan)
+    result = prepared.evaluations.for_mode(prepared, evaluation, numerics).evaluate(plan)
     if progress:
         progress(1.0, "evaluation done")
     build = lambda: dampen(prepared.model, prepared.imp_full, prepared.imp_forget, alpha, lambda_, plan)[0]  # noqa: E731
@@ -260,54 +271,58 @@ def _device(model: nn.Module) -> torch.device:
 class _Evaluation:
     """One fixed set of evaluation images (all, or a subset) with its prefix cache."""
 
-    def __init__(self, parts, subset: EvalSubset | None):
+    def __init__(self, parts, subset: EvalSubset | None, numerics: str = "fp32"):
         from core.prefix import PrefixEvaluator
 
-        self.subset = subset
+        self.subset, self.numerics = subset, numerics
         self.dataset = subset.dataset if subset else parts.dataset
         self.split = subset.split if subset else parts.split
         sets = {"test": self.dataset.test_x, "train": self.dataset.train_x}
         if not self.split.labelled:
             sets["forget"] = self.split.forget_images
         info = MODELS.get(parts.config.model) if parts.config.model in MODELS else None
-        self.evaluator = PrefixEvaluator(parts.model, info.stages_of if info else None, self.dataset, sets)
+        self.evaluator = PrefixEvaluator(parts.model, info.stages_of if info else None, self.dataset, sets,
+                                         autocast=NUMERICS[numerics])
 
     def evaluate(self, plan) -> EvalResult:
         logits = self.evaluator.logits(plan)
         result = score(self.dataset, self.split, logits["test"], logits["train"], logits.get("forget"))
+        if self.numerics != "fp32":
+            result = replace(result, numerics=f"{self.numerics} autocast (opt-in; approximate)")
         return self.subset.with_intervals(result) if self.subset else result
 
 
 class _Evaluations:
-    """The full and (on large data sets) subset evaluations of one prepared experiment, made on
-    first use and shared by every thread that moves a slider on it."""
+    """The evaluations of one prepared experiment (all images; on large data sets a fixed subset;
+    opt-in numerics), made on first use and shared by every thread that moves a slider on it."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._full: _Evaluation | None = None
-        self._subset: _Evaluation | None = None
+        self._made: dict[tuple[bool, str], _Evaluation] = {}
+        self._subset: EvalSubset | None = None
 
     def adopt(self, other: "_Evaluations") -> None:
-        self._full, self._subset = other._full, other._subset
+        self._made, self._subset = dict(other._made), other._subset
+
+    def get(self, parts, subset: bool, numerics: str = "fp32") -> _Evaluation:
+        with self._lock:
+            key = (subset, numerics)
+            if key not in self._made:
+                if subset and self._subset is None:
+                    self._subset = evaluation_subset(parts.dataset, parts.split)
+                self._made[key] = _Evaluation(parts, self._subset if subset else None, numerics)
+            return self._made[key]
 
     def full(self, parts) -> _Evaluation:
-        with self._lock:
-            if self._full is None:
-                self._full = _Evaluation(parts, None)
-            return self._full
+        return self.get(parts, False)
 
-    def subset(self, parts) -> _Evaluation:
-        with self._lock:
-            if self._subset is None:
-                self._subset = _Evaluation(parts, evaluation_subset(parts.dataset, parts.split))
-            return self._subset
-
-    def for_mode(self, prepared: Prepared, evaluation: str) -> _Evaluation:
+    def for_mode(self, prepared: Prepared, evaluation: str, numerics: str = "fp32") -> _Evaluation:
         if evaluation not in EVALUATIONS:
             raise UserError(f"unknown evaluation '{evaluation}'; choose one of: {', '.join(EVALUATIONS)}")
-        if evaluation == "subset" or (evaluation == "auto" and needs_subset(prepared.dataset, prepared.split)):
-            return self.subset(prepared)
-        return self.full(prepared)
+        if numerics not in NUMERICS:
+            raise UserError(f"unknown numerics '{numerics}'; choose one of: {', '.join(NUMERICS)}")
+        subset = evaluation == "subset" or (evaluation == "auto" and needs_subset(prepared.dataset, prepared.split))
+        return self.get(prepared, subset, numerics)
 
 
 def run_forget(config: ExperimentConfig, cache: TensorCache | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from core.dataset import Dataset, stratified_split
@@ -118,5 +119,6 @@ def _pick_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
 
 def _channel_stats(train_x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std on the 0..1 scale, over the train split."""
-    scaled = train_x.to(torch.float64).div(255.0).transpose(0, 1).reshape(train_x.shape[1], -1)  # (C, N·H·W)
-    return tuple(scaled.mean(1).tolist()), tuple(scaled.std(1).tolist())
+    # numpy's single-threaded pairwise sums: the same statistics (and cache keys) whatever torch's thread count
+    scaled = train_x.numpy().astype(np.float64).swapaxes(0, 1).reshape(train_x.shape[1], -1) / 255.0  # (C, N·H·W)
+    return tuple(scaled.mean(1).tolist()), tuple(scaled.std(1, ddof=1).tolist())

@@ -65,15 +65,20 @@ def compute_importance(model: nn.Module, loader: Iterable, kind: str = "lfssd", 
     validate(kind, mode)
     if per_sample not in PER_SAMPLE:
         raise UserError(f"unknown per-sample method '{per_sample}'; choose one of: {', '.join(PER_SAMPLE)}")
+    from core.runtime import as_layout, layout_copy
+
     model.eval()
-    params = dict(model.named_parameters())
+    run = layout_copy(model)  # a channels-last copy for convolutional models; ``model`` is untouched
+    channels_last = run is not model
+    params = dict(run.named_parameters())
     device = next(iter(params.values())).device
     totals = {name: torch.zeros_like(p, device=device, memory_format=torch.contiguous_format)
               for name, p in params.items()}
-    step = _step(model, mode, per_sample)
+    step = _step(run, mode, per_sample)
     count, n_batches = 0, max(len(loader), 1) if hasattr(loader, "__len__") else None
     for i, (x, y) in enumerate(loader):
-        count += step(model, params, totals, kind, x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+        x = as_layout(x.to(device, non_blocking=True), channels_last)
+        count += step(run, params, totals, kind, x, y.to(device, non_blocking=True))
         if progress and n_batches:
             progress((i + 1) / n_batches, f"{kind} importance ({mode}): batch {i + 1}/{n_batches}")
     if reduce is not None:
@@ -82,7 +87,7 @@ def compute_importance(model: nn.Module, loader: Iterable, kind: str = "lfssd", 
         raise UserError("cannot compute importance over an empty set")
     values = list(totals.values())
     torch._foreach_div_(values, float(count))
-    return {name: t.cpu() for name, t in zip(totals, values)}
+    return {name: t.cpu() for name, t in zip(totals, values)}  # contiguous, in parameter order
 
 
 def _step(model: nn.Module, mode: str, per_sample: str):

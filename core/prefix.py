@@ -28,7 +28,8 @@ from torch import nn
 
 from core.dampening import DampeningPlan, dampened_value
 from core.dataset import Dataset
-from core.evaluate import EVAL_BATCH_SIZE
+from core.evaluate import EVAL_BATCH_SIZE, model_input
+from core.runtime import layout_copy
 from core.stages import Stage, single_stage
 
 DEFAULT_BUDGET_MB = 512
@@ -65,12 +66,15 @@ class PrefixEvaluator:
     ``dataset``), recomputed from the first changed stage. Thread-safe; ``model`` is only read."""
 
     def __init__(self, model: nn.Module, stages_fn, dataset: Dataset, image_sets: dict[str, torch.Tensor],
-                 budget: int | None = None):
-        self.model, self.dataset = model, dataset
+                 budget: int | None = None, autocast: torch.dtype | None = None):
+        self.dataset = dataset
+        # the baseline as evaluation runs it: a channels-last copy where that layout pays
+        self.model = layout_copy(model)
+        self.channels_last = self.model is not model
         self.stages_fn = stages_fn or single_stage
-        self.base_stages = self.stages_fn(model)
+        self.base_stages = self.stages_fn(self.model)
         self.device = next(model.parameters()).device
-        self.names = [n for n, _ in model.named_parameters()]
+        self.names = [n for n, _ in self.model.named_parameters()]
         self.stage_of = {n: next(i for i, s in enumerate(self.base_stages) if s.owns(n)) for n in self.names}
         self.sets = dict(image_sets)
         self.budget = budget_bytes() if budget is None else budget
@@ -80,6 +84,7 @@ class PrefixEvaluator:
         self._pool: list[_Scratch] = []
         self._exact_slice: dict[tuple, bool] = {}
         self.last = PassStats(len(self.base_stages), len(self.base_stages))
+        self.autocast = autocast  # opt-in, changes numerics: e.g. torch.bfloat16 (pays on GPUs, not on most CPUs)
 
     @property
     def num_stages(self) -> int:
@@ -100,7 +105,8 @@ class PrefixEvaluator:
         """The baseline's logits on every set (the first call runs the model and fills the cache)."""
         with self._lock:
             if self._acts is None:
-                self._fill()
+                with self._numerics():
+                    self._fill()
         self.last = PassStats(self.num_stages, self.num_stages)
         return {name: self._cat(name, self.num_stages) for name in self.sets}
 
@@ -115,8 +121,9 @@ class PrefixEvaluator:
         try:
             self._set_params(scratch, plan)
             slice_idx, rows = self._channel_slice(first, plan)
-            out = {name: torch.cat([self._forward(scratch, name, c, first, slice_idx) for c in range(len(chunks))])
-                   if chunks else self._empty(name) for name, chunks in self._acts.items()}
+            with self._numerics():
+                out = {name: torch.cat([self._forward(scratch, name, c, first, slice_idx) for c in range(len(chunks))])
+                       if chunks else self._empty(name) for name, chunks in self._acts.items()}
         finally:
             self._release(scratch)
         exact = slice_idx is not None and all(v for k, v in self._exact_slice.items()
@@ -124,32 +131,43 @@ class PrefixEvaluator:
         self.last = PassStats(first, self.num_stages, len(slice_idx) if exact else None, rows if exact else None)
         return out
 
+    def _numerics(self):
+        from contextlib import nullcontext
+
+        if self.autocast is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
+
     def _fill(self) -> None:
         """One baseline pass over every set, recording the stage boundaries the budget allows."""
+        self.keep = self._plan()
         acts: dict[str, list[dict[int, torch.Tensor]]] = {name: [] for name in self.sets}
-        total = sum(len(images) for images in self.sets.values())
-        planned = False
         for name, images in self.sets.items():
             for start in range(0, len(images), EVAL_BATCH_SIZE):
                 x = self._input(images, start)
                 record: dict[int, torch.Tensor] = {}
                 for i, stage in enumerate(self.base_stages):
                     x = stage.run(x)
-                    record[i + 1] = x
-                if not planned:
-                    self.keep, planned = self._plan(record, len(images[start:start + EVAL_BATCH_SIZE]), total), True
-                record = {b: t for b, t in record.items() if b in self.keep}
-                record[self.num_stages] = record.get(self.num_stages, x)
+                    if i + 1 in self.keep:
+                        record[i + 1] = x
                 acts[name].append(record)
-        self.keep.add(self.num_stages)
         self._acts = acts
 
-    def _plan(self, record: dict[int, torch.Tensor], chunk: int, total: int) -> set[int]:
-        """Boundaries to keep: the logits, then from the output backwards while the budget lasts."""
-        keep, used = {self.num_stages}, 0
+    def _plan(self) -> set[int]:
+        """Boundaries to keep: the logits, then from the output backwards while the budget lasts
+        (sizes from a one-image probe)."""
+        keep = {self.num_stages}
+        sample = next((images[:1] for images in self.sets.values() if len(images)), None)
+        if sample is None:
+            return keep
+        total = sum(len(images) for images in self.sets.values())
+        x, sizes = model_input(self.dataset, sample, self.device, self.channels_last), {}
+        for i, stage in enumerate(self.base_stages):
+            x = stage.run(x)
+            sizes[i + 1] = x.element_size() * x.numel()
+        used = 0
         for b in range(self.num_stages - 1, 0, -1):
-            t = record[b]
-            cost = t.element_size() * t.numel() // max(chunk, 1) * total
+            cost = sizes[b] * total
             if used + cost <= self.budget:
                 keep.add(b)
                 used += cost
@@ -231,7 +249,7 @@ class PrefixEvaluator:
     # --- inputs ------------------------------------------------------------------------------------
 
     def _input(self, images: torch.Tensor, start: int) -> torch.Tensor:
-        return self.dataset.normalize(images[start:start + EVAL_BATCH_SIZE]).to(self.device)
+        return model_input(self.dataset, images[start:start + EVAL_BATCH_SIZE], self.device, self.channels_last)
 
     def _cat(self, name: str, boundary: int) -> torch.Tensor:
         chunks = self._acts[name]

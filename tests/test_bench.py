@@ -1,0 +1,77 @@
+"""``python -m core bench --json`` on its tiny workloads: every ratio is there, computed from real
+runs (no timing is asserted: a shared machine's speed is not a test result)."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.bench import TARGETS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench(*args, cwd=REPO):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "core", "bench", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    done = bench("--json", "--tiny", "--cache-dir", str(tmp_path_factory.mktemp("cache")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_every_workload_has_every_ratio(report):
+    assert report["tiny"] and report["threads"] == 1
+    assert set(report["workloads"]) == {"digits/small_cnn", "cifar/small_cnn", "cifar/resnet18"}
+    for name, w in report["workloads"].items():
+        for kind in ("lfssd", "ssd"):
+            assert positive(w["importance"][kind]["ratio_to_floor"]), name
+            assert positive(w["importance"][kind]["floor_seconds"]), name
+            assert positive(w["sample_vs_batch"][kind]["ratio_to_batch"]), name
+        assert w["sample_vs_batch"]["per_sample_method"] == "hooks"
+        slider = w["slider"]
+        assert positive(slider["ratio_to_floor"]) and positive(slider["without_prefix_seconds"])
+        assert 0 < slider["stages_recomputed_share"] <= 1 and 0 <= slider["parameters_recomputed_share"] <= 1
+        sweep = w["sweep"]
+        assert sweep["points"] == 10 and len(sweep["alphas"]) == 10 and sweep["alphas"][0] == 1.0
+        assert positive(sweep["speedup"]) and positive(sweep["speedup_cold"])
+        assert positive(sweep["projected_cifar10"]["speedup"])
+        assert 1 <= sweep["naive_points_run"] <= 10
+        memory = w["memory"]
+        assert memory["importance_bytes"] > 0 and memory["importance_file_bytes"] >= memory["importance_bytes"]
+        assert memory["activation_cache_bytes"] > 0 and memory["peak_rss_bytes_so_far"] > 0
+    cifar = report["workloads"]["cifar/resnet18"]
+    assert cifar["importance"]["images"] <= cifar["train"]  # a slice of D for the costliest model
+
+
+def test_prefix_and_torchrun_sections(report):
+    prefix = report["prefix"]
+    assert prefix["alpha"] == 5.0 and positive(prefix["saving"])
+    assert 0 < prefix["stages_recomputed_share"] <= 1
+    assert report["distributed"]["processes"] == 2
+    assert report["distributed"]["max_relative_difference"] <= 1e-5  # a correctness figure, not a timing
+
+
+def test_targets_are_all_reported(report):
+    assert {row["target"] for row in report["targets"]} == set(TARGETS)
+    assert all(isinstance(row["met"], bool) and math.isfinite(row["measured"]) for row in report["targets"])
+
+
+def test_bad_options_are_one_line_errors():
+    for args, message in ((("--workloads", "nope"), "unknown bench workload 'nope'"),
+                          (("--threads", "0"), "--threads must be >= 1")):
+        done = bench(*args)
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip().removeprefix('error: ')}"]
+        assert message in done.stderr
