@@ -261,7 +261,8 @@ def _plan(prepared: Prepared, alpha: float, lambda_: float):
     validate_hyperparameters(alpha, lambda_)
     _check_keys(prepared.model, prepared.imp_full, prepared.imp_forget)
     names = [name for name, _ in prepared.model.named_parameters()]
-    return plan_dampening(names, prepared.imp_full, prepared.imp_forget, alpha, lambda_)
+    imp_full, imp_forget = prepared.evaluations.importances_on(prepared, _device(prepared.model))
+    return plan_dampening(names, imp_full, imp_forget, alpha, lambda_)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -300,9 +301,11 @@ class _Evaluations:
         self._lock = threading.Lock()
         self._made: dict[tuple[bool, str], _Evaluation] = {}
         self._subset: EvalSubset | None = None
+        self._device_maps: tuple[Importance, Importance] | None = None
 
     def adopt(self, other: "_Evaluations") -> None:
         self._made, self._subset = dict(other._made), other._subset
+        self._device_maps = other._device_maps
 
     def get(self, parts, subset: bool, numerics: str = "fp32") -> _Evaluation:
         with self._lock:
@@ -315,6 +318,17 @@ class _Evaluations:
 
     def full(self, parts) -> _Evaluation:
         return self.get(parts, False)
+
+    def importances_on(self, parts, device: torch.device) -> tuple[Importance, Importance]:
+        """I_D and I_Df on the model's device (a GPU copy made once), so a slider move selects
+        there; on the CPU, the maps themselves."""
+        if device.type == "cpu":
+            return parts.imp_full, parts.imp_forget
+        with self._lock:
+            if self._device_maps is None:
+                move = lambda imp: {k: v.to(device) for k, v in imp.items()}  # noqa: E731
+                self._device_maps = (move(parts.imp_full), move(parts.imp_forget))
+            return self._device_maps
 
     def for_mode(self, prepared: Prepared, evaluation: str, numerics: str = "fp32") -> _Evaluation:
         if evaluation not in EVALUATIONS:

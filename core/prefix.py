@@ -11,8 +11,9 @@ the whole stage is recomputed).
 Results are bit-for-bit those of ``predict_logits`` on a dampened copy: the same chunks of
 ``EVAL_BATCH_SIZE`` images, the same normalisation, the same modules in the same order.
 
-Activations are kept within a memory budget (``$LFSSD_PREFIX_CACHE_MB``, default 512 MiB); the
-boundaries nearest the output, the cheapest and most often useful, are kept first. Parameters are
+Activations are kept within a memory budget (``$LFSSD_PREFIX_CACHE_MB``; default 512 MiB on the
+CPU, a quarter of the free memory on a GPU); the boundaries nearest the output, the cheapest and
+most often useful, are kept first, then earlier ones while they fit. Parameters are
 set in one reused private copy of the model per thread (never the shared baseline), and only the
 tensors that changed since its last use are rewritten.
 """
@@ -36,11 +37,19 @@ DEFAULT_BUDGET_MB = 512
 PARTIAL_MAX_SHARE = 0.5  # recompute a channel slice only when it is at most this share of the channels
 
 
-def budget_bytes() -> int:
-    try:
-        return int(float(os.environ.get("LFSSD_PREFIX_CACHE_MB", DEFAULT_BUDGET_MB)) * 2 ** 20)
-    except ValueError:
-        return DEFAULT_BUDGET_MB * 2 ** 20
+def budget_bytes(device: torch.device | None = None) -> int:
+    """``$LFSSD_PREFIX_CACHE_MB`` MiB; else 512 MiB of host memory, or on a GPU a quarter of its
+    free memory (at most 16 GiB), where the activations then live."""
+    value = os.environ.get("LFSSD_PREFIX_CACHE_MB", "").strip()
+    if value:
+        try:
+            return max(0, int(float(value) * 2 ** 20))
+        except ValueError:
+            pass
+    if device is not None and device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(min(free // 4, 16 * 2 ** 30))
+    return DEFAULT_BUDGET_MB * 2 ** 20
 
 
 @dataclass
@@ -77,7 +86,7 @@ class PrefixEvaluator:
         self.names = [n for n, _ in self.model.named_parameters()]
         self.stage_of = {n: next(i for i, s in enumerate(self.base_stages) if s.owns(n)) for n in self.names}
         self.sets = dict(image_sets)
-        self.budget = budget_bytes() if budget is None else budget
+        self.budget = budget_bytes(self.device) if budget is None else budget
         self.keep: set[int] = set()  # cached boundaries (b = input of stage b; len(stages) = logits)
         self._acts: dict[str, list[dict[int, torch.Tensor]]] | None = None
         self._lock = threading.Lock()
