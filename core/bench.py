@@ -319,7 +319,7 @@ def measure_sweep(w: Workload, importance: dict) -> dict:
     return {"alphas": alphas, "points": len(alphas), "naive_seconds": naive_seconds,
             "naive_points_run": len(naive_points),
             "naive_note": (None if len(naive_points) == len(alphas) else
-                           f"{len(naive_points)} of {len(alphas)} naive points run, scaled ×{len(alphas) / len(naive_points):g} "
+                           f"{len(naive_points)} of {len(alphas)} naive points run, scaled ×{len(alphas) / len(naive_points):.3g} "
                            "(each naive point repeats the same work)"),
             "ours_seconds": ours, "ours_cold_seconds": cold, "one_off_seconds": once,
             "speedup": naive_seconds / ours, "speedup_cold": naive_seconds / cold,
