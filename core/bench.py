@@ -504,7 +504,7 @@ def print_summary(out: dict) -> None:
               + (f", {p['first_stage_channels_recomputed']} channels of that stage" if "first_stage_channels_recomputed" in p else ""))
     if "distributed" in out:
         d = out["distributed"]
-        print(f"\ntorchrun, 2 gloo processes vs 1: " + (f"max relative difference {d['max_relative_difference']:.1e}"
+        print("\ntorchrun, 2 gloo processes vs 1: " + (f"max relative difference {d['max_relative_difference']:.1e}"
                                                        if "max_relative_difference" in d else f"failed: {d['error']}"))
     print("\ntargets:")
     for row in out["targets"]:
