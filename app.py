@@ -9,7 +9,10 @@ then run a page without this entry script (no sidebar, no navigation).
 """
 import streamlit as st
 
+from core.runtime import configure_threads
 from ui import widgets
+
+configure_threads()  # one torch thread per core beyond the first: spinning threads starve a small machine
 
 st.set_page_config(page_title="LFSSD Explorer", layout="wide")
 navigation = st.navigation([

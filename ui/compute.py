@@ -21,7 +21,8 @@ from core.models import save_checkpoint, weights_hash
 from ui.state import BASELINE_UPLOAD as UPLOAD_BASELINE, UPLOAD_TARGET, UPLOADS, Selection
 from core.dampening import RatioHistogram, ratio_histogram
 from core.evaluate import EvalResult
-from core.experiment import ExperimentConfig, ForgetOutcome, Prepared, forget, prepare, retrain_reference
+from core.experiment import (ExperimentConfig, ForgetOutcome, Prepared, baseline_for, forget, prepare,
+                             retrain_reference)
 
 
 @st.cache_resource(show_spinner=False)
@@ -118,6 +119,40 @@ def histogram(_prepared: Prepared, key: tuple) -> RatioHistogram:
 
 def outcome(prep: Prepared, alpha: float, lambda_: float) -> ForgetOutcome:
     return forget(prep, alpha, lambda_)
+
+
+FULL_EVALUATIONS = "fg_full_evaluations"  # session state: {(experiment key, α, λ): EvalResult scored on every image}
+
+
+def full_evaluation(prep: Prepared, alpha: float, lambda_: float) -> EvalResult | None:
+    """The every-image scores this session asked for at exactly these settings, if any."""
+    return st.session_state.get(FULL_EVALUATIONS, {}).get((experiment_key(prep), alpha, lambda_))
+
+
+def run_full_evaluation(prep: Prepared, alpha: float, lambda_: float) -> EvalResult:
+    """Score every image at (α, λ) (the "Full evaluation" button on large data sets), with a bar."""
+    bar = st.progress(0.0, text="scoring every image…")
+    try:
+        result = forget(prep, alpha, lambda_, progress=lambda f, m: bar.progress(min(f, 1.0), text=m),
+                        evaluation="full").result
+    finally:
+        bar.empty()
+    saved = dict(list(st.session_state.get(FULL_EVALUATIONS, {}).items())[-7:])  # the last few settings
+    saved[(experiment_key(prep), alpha, lambda_)] = result
+    st.session_state[FULL_EVALUATIONS] = saved
+    return result
+
+
+def baseline_like(prep: Prepared, scores: EvalResult) -> EvalResult:
+    """The baseline scored on the same images as ``scores`` (the same fixed subset after a subset
+    evaluation), so the deltas compare like with like."""
+    return prep.baseline if scores.sample is None else _subset_baseline(prep, experiment_key(prep), scores)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _subset_baseline(_prep: Prepared, key: tuple, _scores: EvalResult) -> EvalResult:
+    """Cached per experiment: the subset is fixed, so the baseline's subset scores are too."""
+    return baseline_for(_prep, _scores)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

@@ -176,3 +176,25 @@ def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, da
                         "the goal is the retrained model's value")
     cols[4].metric("parameters dampened", f"{dampened_fraction * 100:.2f} %", f"{dampened:,} elements",
                    delta_color="off", delta_arrow="off")
+
+
+def interval_text(interval: tuple[float, float] | None) -> str:
+    """A 95 % interval in %, "exact" where the whole set was scored, "—" where there is none."""
+    if interval is None:
+        return "—"
+    low, high = interval
+    return "exact" if low == high else f"{low:.1f}–{high:.1f} %"
+
+
+def subset_caption(result: EvalResult) -> None:
+    """What a subset evaluation scored, and how far its accuracies could be from the full ones."""
+    s = result.sample
+    if s is None:
+        return
+    ci = s.intervals
+    st.caption(
+        f"**Estimated on a fixed stratified subset** (seed {s.seed}): {s.test_scored:,} of {s.test_total:,} test "
+        f"images and {s.train_scored:,} of {s.train_total:,} training images, every forget sample included. "
+        f"{s.confidence:.0%} intervals — D_r {interval_text(ci.get('d_r'))}, D_f {interval_text(ci.get('d_f'))}, "
+        f"test {interval_text(ci.get('test'))}. MIA: attack refit on the subset; no interval. "
+        "Deltas are against the baseline on the same subset; **Full evaluation** scores every image.")

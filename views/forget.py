@@ -23,7 +23,22 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
     except UserError as exc:
         st.error(str(exc))
         return
-    widgets.metric_cards(prep.baseline, result.result, result.report.fraction, result.report.selected, retrain)
+    scores = compute.full_evaluation(prep, sel.alpha, sel.lambda_) or result.result
+    cards = st.container()
+    if result.result.sample is not None:  # a large data set: slider moves score a fixed subset
+        note, button = st.columns([6, 1], vertical_alignment="center")
+        if scores.sample is None:
+            note.caption(f"**Full evaluation**: every image scored at α = {sel.alpha:g}, λ = {sel.lambda_:g} "
+                         "(exact). Moving a slider goes back to the subset.")
+        elif button.button("Full evaluation", key="fg_full_eval", help="score every image at these α and λ"):
+            scores = compute.run_full_evaluation(prep, sel.alpha, sel.lambda_)
+            note.caption("**Full evaluation**: every image scored (exact).")
+        else:
+            with note:
+                widgets.subset_caption(scores)
+    with cards:
+        widgets.metric_cards(compute.baseline_like(prep, scores), scores, result.report.fraction,
+                             result.report.selected, retrain)
 
     left, right = st.columns([3, 2])
     with left:
@@ -61,7 +76,7 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
                         width="stretch", key="fg_shift")
     with per_class:
         st.markdown("**Test accuracy per class**")
-        st.plotly_chart(per_class_figure(prep.baseline.per_class_test, result.result.per_class_test, classes),
+        st.plotly_chart(per_class_figure(compute.baseline_like(prep, scores).per_class_test, scores.per_class_test, classes),
                         width="stretch", key="fg_per_class")
     downloads.report_and_model(prep, result, retrain)
     state.write_to_url(state.current())  # a fragment run does not pass through the sidebar

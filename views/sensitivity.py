@@ -4,6 +4,7 @@ import streamlit as st
 
 from core import sensitivity_plots as sp
 from core.errors import UserError
+from core.evaluate import needs_subset
 from core.experiment import sweep
 from ui import compute, state, widgets
 
@@ -48,6 +49,10 @@ st.subheader(f"Sensitivity to α and λ — forgetting {prep.split.description} 
              f"{prep.config.model} on {selection.dataset})")
 st.caption("Dashed lines: the model before forgetting (grey) and one retrained without D_f (green)."
            + (f" No retrained reference: {no_retrain}" if no_retrain else ""))
+if needs_subset(prep.dataset, prep.split):
+    st.caption("**Estimated on the subset**: on a data set this large every point is scored on a fixed stratified "
+               "subset of the evaluation images (every forget sample included), as slider moves are; the Forget "
+               "page's **Full evaluation** gives exact figures, with 95 % intervals for the subset's.")
 alpha_col, lambda_col = st.columns(2)
 with alpha_col:
     widgets.alpha_slider(ceiling)
