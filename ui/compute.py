@@ -160,9 +160,20 @@ def retrained(_prepared: Prepared, key: tuple) -> EvalResult:
     """Scores of the model retrained without D_f (trained once, cached on disk)."""
     bar = st.progress(0.0, text="training the retrained-without-D_f reference…")
     try:
-        return retrain_reference(_prepared, progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+        result = retrain_reference(_prepared, progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
     finally:
         bar.empty()
+    _RETRAINED.add(key)
+    return result
+
+
+_RETRAINED: set[tuple] = set()  # experiment keys whose reference this server process has scored
+
+
+def retrained_if_ready(prep: Prepared, key: tuple) -> EvalResult | None:
+    """The reference's scores when this process already has them, else None (without training), so
+    a page can show its results first and train the reference after them."""
+    return retrained(prep, key) if key in _RETRAINED else None
 
 
 def experiment_key(prep: Prepared) -> tuple:

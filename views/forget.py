@@ -88,10 +88,9 @@ try:
 except UserError as exc:
     st.error(str(exc))
     st.stop()
-try:
-    retrain = compute.retrained(prep, compute.experiment_key(prep)) if prep.split.labelled else None
-except UserError:
-    retrain = None
+key = compute.experiment_key(prep)
+retrain = compute.retrained_if_ready(prep, key) if prep.split.labelled else None
+train_reference_after = prep.split.labelled and retrain is None  # results first, the reference after them
 
 baseline = "your checkpoint" if sel.checkpoint else prep.config.model
 st.subheader(f"Forgetting {prep.split.description} — {sel.method.upper()}, {baseline} on {sel.dataset}")
@@ -108,3 +107,10 @@ with st.expander("What these numbers mean"):
         "last); sample mode is the paper's equation 3.\n"
         "- **α and λ**: the α slider is on a log scale; the dotted line on the histogram is the ratio ceiling "
         "(≈ |D|/|D_f|), beyond which α selects next to nothing.")
+if train_reference_after:
+    try:
+        compute.retrained(prep, key)  # with its progress bar, below the results already shown
+    except UserError as exc:
+        st.warning(f"no retrained reference: {exc}")
+    else:
+        st.rerun()
