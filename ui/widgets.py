@@ -66,6 +66,13 @@ def _copy(source: str, target: str) -> None:
     st.session_state[target] = st.session_state[source]
 
 
+def _sync_widget(key: str, value: float) -> None:
+    """Give a slider the shared value only when it differs: every assignment makes Streamlit send
+    the value to the browser again, which there races with a key press under load."""
+    if st.session_state.get(key) != value:
+        st.session_state[key] = value
+
+
 def alpha_slider(ceiling: float | None = None) -> float:
     """α on a log scale; values past the ratio ceiling (≈ |D|/|D_f|) are marked.
 
@@ -74,7 +81,7 @@ def alpha_slider(ceiling: float | None = None) -> float:
     """
     s = st.session_state
     alpha = float(s[state.ALPHA])
-    s[state.W_ALPHA] = alpha
+    _sync_widget(state.W_ALPHA, alpha)
 
     def label(a: float) -> str:
         return f"{a:g}" + (" (past the ceiling)" if ceiling is not None and a > ceiling else "")
@@ -92,7 +99,7 @@ def lambda_slider() -> float:
     """λ, with the same own-key-and-copy arrangement as α."""
     s = st.session_state
     lambda_ = float(s[state.LAMBDA])
-    s[state.W_LAMBDA] = lambda_
+    _sync_widget(state.W_LAMBDA, lambda_)
     st.slider("λ — dampening constant", 0.0, max(LAMBDA_MAX, lambda_), step=0.1, key=state.W_LAMBDA,
               on_change=_copy, args=(state.W_LAMBDA, state.LAMBDA),
               help="a dampened element is multiplied by β = min(λ·I_D/I_Df, 1): lower λ dampens harder")
