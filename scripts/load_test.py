@@ -50,7 +50,7 @@ RUN_COUNTER = """() => {
   new MutationObserver(() => { window.__lastMutation = performance.now(); }).observe(
     document.body, {subtree: true, childList: true, attributes: true, characterData: true});
   new MutationObserver(r => { window.__runs += r.length; }).observe(
-    document.querySelector('[data-testid="stApp"]'), {attributes: true, attributeFilter: ['data-test-script-state']});
+    window.__app, {attributes: true, attributeFilter: ['data-test-script-state']});
 }"""
 PAGE_STATE = """(before) => {
   const app = document.querySelector('[data-testid="stApp"]');
