@@ -21,19 +21,20 @@ from core.mia import mia
 from core.splits import ForgetSplit
 
 Progress = Callable[[float, str], None]
-EVAL_BATCH_SIZE = 512
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, dataset: Dataset, images: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+def predict_logits(model: nn.Module, dataset: Dataset, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """(N, classes) logits for uint8 ``images``, in eval mode, returned on the CPU.
 
     Convolutional models run as a channels-last copy (``core.runtime``); ``model`` is untouched.
+    Chunks of ``batch_size`` images (default: ``eval_chunk_size``, the size that runs fastest).
     """
-    from core.runtime import layout_copy
+    from core.runtime import eval_chunk_size, layout_copy
 
     model.eval()
     device = next(model.parameters()).device
+    batch_size = batch_size or eval_chunk_size(model, tuple(images.shape[1:]))
     run = layout_copy(model)
     channels_last = run is not model
     chunks = [run(model_input(dataset, images[i:i + batch_size], device, channels_last)).float().cpu()

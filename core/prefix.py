@@ -9,7 +9,7 @@ that the channel slice reproduces the full convolution's values bit for bit; whe
 the whole stage is recomputed).
 
 Results are bit-for-bit those of ``predict_logits`` on a dampened copy: the same chunks of
-``EVAL_BATCH_SIZE`` images, the same normalisation, the same modules in the same order.
+``eval_chunk_size`` images, the same normalisation, the same modules in the same order.
 
 Activations are kept within a memory budget (``$LFSSD_PREFIX_CACHE_MB``; default 512 MiB on the
 CPU, a quarter of the free memory on a GPU); the boundaries nearest the output, the cheapest and
@@ -29,8 +29,8 @@ from torch import nn
 
 from core.dampening import DampeningPlan, dampened_value
 from core.dataset import Dataset
-from core.evaluate import EVAL_BATCH_SIZE, model_input
-from core.runtime import layout_copy
+from core.evaluate import model_input
+from core.runtime import eval_chunk_size, layout_copy
 from core.stages import Stage, single_stage
 
 DEFAULT_BUDGET_MB = 512
@@ -86,6 +86,8 @@ class PrefixEvaluator:
         self.names = [n for n, _ in self.model.named_parameters()]
         self.stage_of = {n: next(i for i, s in enumerate(self.base_stages) if s.owns(n)) for n in self.names}
         self.sets = dict(image_sets)
+        shape = next((tuple(images.shape[1:]) for images in self.sets.values() if len(images)), None)
+        self.chunk = eval_chunk_size(model, shape) if shape else 1  # predict_logits' chunks
         self.budget = budget_bytes(self.device) if budget is None else budget
         self.keep: set[int] = set()  # cached boundaries (b = input of stage b; len(stages) = logits)
         self._acts: dict[str, list[dict[int, torch.Tensor]]] | None = None
@@ -152,7 +154,7 @@ class PrefixEvaluator:
         self.keep = self._plan()
         acts: dict[str, list[dict[int, torch.Tensor]]] = {name: [] for name in self.sets}
         for name, images in self.sets.items():
-            for start in range(0, len(images), EVAL_BATCH_SIZE):
+            for start in range(0, len(images), self.chunk):
                 x = self._input(images, start)
                 record: dict[int, torch.Tensor] = {}
                 for i, stage in enumerate(self.base_stages):
@@ -185,7 +187,7 @@ class PrefixEvaluator:
     def _forward(self, scratch: _Scratch, name: str, c: int, first: int, slice_idx) -> torch.Tensor:
         cached = self._acts[name][c]
         start = max((b for b in cached if b <= first and b < self.num_stages), default=0)
-        x = cached[start] if start else self._input(self.sets[name], c * EVAL_BATCH_SIZE)
+        x = cached[start] if start else self._input(self.sets[name], c * self.chunk)
         for i in range(start, self.num_stages):
             if i < first:
                 x = self.base_stages[i].run(x)  # unchanged: the shared baseline's stage
@@ -258,7 +260,7 @@ class PrefixEvaluator:
     # --- inputs ------------------------------------------------------------------------------------
 
     def _input(self, images: torch.Tensor, start: int) -> torch.Tensor:
-        return model_input(self.dataset, images[start:start + EVAL_BATCH_SIZE], self.device, self.channels_last)
+        return model_input(self.dataset, images[start:start + self.chunk], self.device, self.channels_last)
 
     def _cat(self, name: str, boundary: int) -> torch.Tensor:
         chunks = self._acts[name]

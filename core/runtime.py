@@ -11,14 +11,21 @@ CNN's forward pass and ~20 % for ResNet18's (measured by ``python -m core bench`
 two or more 2-D convolutions is run as a channels-last copy; the shared model is never converted
 in place. Every evaluation path (``predict_logits`` and the prefix cache) uses the same rule, so
 they agree bit for bit.
+
+Evaluation chunks: on the CPU, scoring images in chunks whose largest activation stays near the
+size of the caches (``CPU_CHUNK_BYTES``) ran the CIFAR-shaped small CNN 2× and ResNet18-CIFAR
+~1.25× faster than chunks of 512 (measured here: 128 vs 512 images, 32 vs 512), with bit-for-bit
+equal logits. ``eval_chunk_size`` sizes them from a one-image probe; on a GPU chunks stay at 512.
 """
 from __future__ import annotations
 
 import copy
 import os
+import threading
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 
 def default_threads() -> int:
@@ -58,3 +65,49 @@ def as_layout(x: torch.Tensor, model_is_channels_last: bool) -> torch.Tensor:
     if model_is_channels_last and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+MAX_EVAL_CHUNK = 512  # images per evaluation chunk: the most, and always the chunk on a GPU
+MIN_EVAL_CHUNK = 16
+CPU_CHUNK_BYTES = 8 << 20
+_chunk_sizes: dict[tuple, int] = {}
+_chunk_lock = threading.Lock()
+
+
+class _LargestOutput(TorchFunctionMode):
+    """Records the largest tensor any torch function returns (thread-local: hooks on a model
+    shared between sessions would see the other threads' batches too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor):
+            self.bytes = max(self.bytes, out.numel() * out.element_size())
+        return out
+
+
+def eval_chunk_size(model: nn.Module, image_shape: tuple[int, ...]) -> int:
+    """Images per evaluation chunk for ``model`` on images of ``image_shape`` (C, H, W): on a GPU
+    ``MAX_EVAL_CHUNK``; on the CPU the power of two whose largest activation is at most
+    ``CPU_CHUNK_BYTES``, within [``MIN_EVAL_CHUNK``, ``MAX_EVAL_CHUNK``]. Probed once per
+    architecture and shape, on one blank image (the model in eval mode, read only)."""
+    first = next(model.parameters(), None)
+    if first is None or first.device.type != "cpu":
+        return MAX_EVAL_CHUNK
+    key = (type(model).__qualname__, tuple(tuple(p.shape) for p in model.parameters()), tuple(image_shape),
+           first.dtype)
+    with _chunk_lock:
+        if key in _chunk_sizes:
+            return _chunk_sizes[key]
+    probe, run = _LargestOutput(), model if not model.training else copy.deepcopy(model).eval()
+    with torch.inference_mode(), probe:
+        run(torch.zeros(1, *image_shape, dtype=first.dtype))
+    chunk = MIN_EVAL_CHUNK
+    while chunk < MAX_EVAL_CHUNK and 2 * chunk * probe.bytes <= CPU_CHUNK_BYTES:
+        chunk *= 2
+    with _chunk_lock:
+        _chunk_sizes[key] = chunk
+    return chunk

@@ -11,6 +11,7 @@ from core.dataset import Dataset
 from core.evaluate import SUBSET_THRESHOLD, predict_logits
 from core.experiment import ExperimentConfig, Importances, baseline_for, forget, prepared_from, sweep
 from core.models import MODELS, Upsampled, create_model, upsampled_vit_stages
+from core.runtime import MAX_EVAL_CHUNK, MIN_EVAL_CHUNK, eval_chunk_size
 from core.splits import make_split
 from core.stages import check_stages, run_stages
 
@@ -105,6 +106,34 @@ def test_slider_move_from_every_stage_is_bit_for_bit_a_full_forward(name):
         assert 0 < share <= 1
         if first == firsts[-1]:
             assert share == 1 / evaluator.num_stages  # only the head is recomputed
+
+
+def test_evaluation_chunks_shrink_with_the_activations_and_the_probe_changes_nothing():
+    resnet = create_model("resnet18", (3, 32, 32), 10, seed=0).eval()
+    digits_cnn = create_model("small_cnn", (1, 8, 8), 10, seed=0).eval()
+    assert MIN_EVAL_CHUNK <= eval_chunk_size(resnet, (3, 32, 32)) < eval_chunk_size(digits_cnn, (1, 8, 8)) == MAX_EVAL_CHUNK
+    assert eval_chunk_size(resnet, (3, 8, 8)) > eval_chunk_size(resnet, (3, 32, 32))  # 16× fewer activations
+    training = create_model("resnet18", (3, 16, 16), 10, seed=1).train()  # BN would update its statistics
+    before = {k: v.clone() for k, v in training.state_dict().items()}
+    eval_chunk_size(training, (3, 16, 16))
+    assert training.training
+    assert all(torch.equal(before[k], v) for k, v in training.state_dict().items())
+
+
+def test_several_chunks_match_one_chunk_and_the_prefix_cache_bit_for_bit():
+    shape = (3, 32, 32)
+    dataset = synthetic(shape, n_train=72, n_test=40)
+    model = create_model("resnet18", shape, dataset.num_classes, seed=0).eval()
+    chunk = eval_chunk_size(model, shape)
+    assert chunk < len(dataset.train_x)  # several chunks
+    chunked = predict_logits(model, dataset, dataset.train_x)
+    assert torch.allclose(chunked, predict_logits(model, dataset, dataset.train_x, batch_size=MAX_EVAL_CHUNK),
+                          rtol=0, atol=1e-5)
+    stages = MODELS.get("resnet18").stages_of(model)
+    stage_of = {n: next(i for i, s in enumerate(stages) if s.owns(n)) for n, _ in model.named_parameters()}
+    full, forget_imp = importances_selecting(model, stage_of, 3)
+    evaluator = assert_bitwise_like_full_forward(prepared_for("resnet18", dataset, full, forget_imp, model))
+    assert evaluator.chunk == chunk and len(evaluator._acts["train"]) == -(-len(dataset.train_x) // chunk)
 
 
 def test_channel_slice_and_whole_stage_agree_with_the_full_forward():
