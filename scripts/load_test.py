@@ -118,6 +118,7 @@ async def _direction(slider, rng: random.Random) -> str:
 async def session(browser, url: str, seconds: float, seed: int, out: dict) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
+    page.set_default_timeout(UNFINISHED_AFTER_S * 1000)  # a starved renderer may answer slowly; 120 s is the limit
     rng = random.Random(seed)
     try:
         await page.goto(url)
@@ -146,7 +147,11 @@ async def session(browser, url: str, seconds: float, seed: int, out: dict) -> No
                 break
             await asyncio.sleep(rng.uniform(0.05, 0.3))  # a person's pace between moves
     except Exception as exc:
-        out["errors"].append(f"session {seed}: {type(exc).__name__}: {exc}".splitlines()[0])
+        try:
+            seen = await page.evaluate(PAGE)
+        except Exception:
+            seen = "the page did not answer"
+        out["errors"].append(f"session {seed}: {type(exc).__name__}: {exc}".splitlines()[0] + f" (page: {seen})")
     finally:
         await context.close()
 
