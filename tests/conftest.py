@@ -169,10 +169,21 @@ def chromium():
             browser.close()
 
 
+RUN_COUNTER_JS = (Path(__file__).parent / "run_counter.js").read_text()
+
+
+def app_context(browser):
+    """A new browser context at 1280×800 (its own Streamlit session) that counts finished reruns
+    in ``window.__lfssdRuns`` (``tests/run_counter.js``)."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.add_init_script(RUN_COUNTER_JS)
+    return context
+
+
 @pytest.fixture
 def browser_page(chromium):
     """A fresh page (own context, so its own Streamlit session) at 1280×800."""
-    context = chromium.new_context(viewport=VIEWPORT)
+    context = app_context(chromium)
     page = context.new_page()
     try:
         yield page

@@ -32,14 +32,10 @@ _CHARTS_DRAWN = """() => {
       && vega.every(c => { const v = c.querySelector('canvas, svg'); return v && drawn(v); });
 }"""
 
-# Counts changes of Streamlit's script-run state: the app root carries data-test-script-state
-# ("running" / "notRunning" / …), and a MutationObserver records every change of it, however brief.
+# Finished reruns are counted in window.__lfssdRuns by tests/run_counter.js, which every context
+# from ``tests.conftest.app_context`` carries; this only checks that it is there.
 _INSTALL_RUN_COUNTER = """() => {
-  if (window.__lfssdRuns !== undefined) return;
-  window.__lfssdRuns = 0;
-  const app = document.querySelector('[data-testid="stApp"]');
-  new MutationObserver(records => { window.__lfssdRuns += records.length; })
-    .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+  if (window.__lfssdRuns === undefined) throw new Error('no rerun counter: open the page in tests.conftest.app_context');
 }"""
 _IDLE_AFTER = """(runsBefore) => {
   const app = document.querySelector('[data-testid="stApp"]');
@@ -151,6 +147,7 @@ def test_opens_on_the_default_experiment(browser_page, streamlit_server, screens
     metric = open_app(page, streamlit_server)
     value = percent(metric_text(metric))
     assert 0.0 <= value <= 10.0, f"the default (forget class 3, α = 3.5) should forget: D_f = {value} %"
+    assert page.evaluate("() => window.__lfssdRuns") >= 1  # the rerun counter saw the first run finish
     page.screenshot(path=str(screenshot_dir / "browser_default.png"))
     full_screenshot(page, screenshot_dir / "browser_default_full.png")
 

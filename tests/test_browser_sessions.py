@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conftest import VIEWPORT
+from tests.conftest import app_context
 from tests.test_browser import (ALPHA_NAME, FIRST_RENDER_TIMEOUT_MS, RERUN_TIMEOUT_MS, _INSTALL_RUN_COUNTER,
                                 _IDLE_AFTER, _page_problems, d_f_metric, metric_text, slider_text, wait_idle)
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.browser
 
 
 def _open(chromium, url: str):
-    context = chromium.new_context(viewport=VIEWPORT)
+    context = app_context(chromium)
     page = context.new_page()
     page.goto(url)
     d_f_metric(page).wait_for(state="visible", timeout=FIRST_RENDER_TIMEOUT_MS)
