@@ -226,7 +226,7 @@ def measure_importance(w: Workload) -> dict:
         for into, batches in ((contenders, data), (warm, warm_data)):
             into[f"floor_{kind}"] = lambda kind=kind, b=batches: floor_pass(p.model, b, kind)
             into[kind] = lambda kind=kind, b=batches: compute_importance(p.model, b, kind, "batch", per_sample=per_sample)
-    times = race(contenders, w.repeats, warmup=warm)
+    times = race(contenders, max(w.repeats, 2), warmup=warm)  # at least two: one ResNet18 batch is noisy alone
     return {"batches": len(data), "images": sum(len(y) for _, y in data),
             **{kind: {"seconds": times[kind], "floor_seconds": times[f"floor_{kind}"],
                       "ratio_to_floor": times[kind] / times[f"floor_{kind}"]} for kind in ("lfssd", "ssd")}}

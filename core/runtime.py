@@ -14,8 +14,9 @@ they agree bit for bit.
 
 Evaluation chunks: on the CPU, scoring images in chunks whose largest activation stays near the
 size of the caches (``CPU_CHUNK_BYTES``) ran the CIFAR-shaped small CNN 2× and ResNet18-CIFAR
-~1.25× faster than chunks of 512 (measured here: 128 vs 512 images, 32 vs 512), with bit-for-bit
-equal logits. ``eval_chunk_size`` sizes them from a one-image probe; on a GPU chunks stay at 512.
+~1.25× faster than chunks of 512 (measured here: chunks of 64–128 images, 32 for ResNet18), with
+bit-for-bit equal logits. ``eval_chunk_size`` sizes them from a one-image probe; on a GPU chunks
+stay at 512.
 """
 from __future__ import annotations
 

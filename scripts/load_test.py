@@ -64,9 +64,7 @@ PAGE = f"""() => {{
           focus: document.activeElement && document.activeElement.tagName}};
 }}"""
 # The update is there when the slider has left the old value and the result caption shows the α the
-# slider now holds, with the script idle and nothing stale. Judged by content, not by watching the
-# script-state attribute: Chromium, starved of CPU, can take "running" and "not running" in one task,
-# React renders once, and the attribute never visibly changes although the rerun ran.
+# slider now holds, with the script idle and nothing stale (by content: see "Why by content" above).
 UPDATED = f"""(old) => {{
   const now = ({PAGE})();
   return now.slider !== null && now.slider !== old && now.result === now.slider
