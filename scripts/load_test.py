@@ -121,7 +121,7 @@ async def session(browser, url: str, seconds: float, seed: int, out: dict) -> No
     try:
         await page.goto(url)
         await page.get_by_role("slider", name="α").wait_for(timeout=180_000)
-        await page.wait_for_function(f"() => ({PAGE})().result !== null && ({PAGE})().script === 'notRunning'",
+        await page.wait_for_function(f"() => {{ const now = ({PAGE})(); return now.result !== null && now.script === 'notRunning'; }}",
                                      timeout=180_000)
         await page.evaluate(WATCH_MUTATIONS)
         slider = page.get_by_role("slider", name="α")

@@ -34,7 +34,7 @@ _CHARTS_DRAWN = """() => {
 
 # Finished reruns are counted in window.__lfssdRuns by tests/run_counter.js, which every context
 # from ``tests.conftest.app_context`` carries; this only checks that it is there.
-_INSTALL_RUN_COUNTER = """() => {
+_CHECK_RUN_COUNTER = """() => {
   if (window.__lfssdRuns === undefined) throw new Error('no rerun counter: open the page in tests.conftest.app_context');
 }"""
 _IDLE_AFTER = """(runsBefore) => {
@@ -78,7 +78,7 @@ def wait_idle(page, timeout_ms: int = RERUN_TIMEOUT_MS) -> None:
 
 def run_and_wait(page, action, timeout_ms: int = RERUN_TIMEOUT_MS) -> None:
     """Do ``action`` (which must trigger a rerun) and wait until that rerun has finished."""
-    page.evaluate(_INSTALL_RUN_COUNTER)
+    page.evaluate(_CHECK_RUN_COUNTER)
     runs_before = page.evaluate("() => window.__lfssdRuns")
     action()
     page.wait_for_function(_IDLE_AFTER, arg=runs_before, timeout=timeout_ms)

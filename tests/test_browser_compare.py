@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.test_browser import (FIRST_RENDER_TIMEOUT_MS, RERUN_TIMEOUT_MS, _CHARTS_DRAWN, _IDLE_AFTER,
-                                _INSTALL_RUN_COUNTER, _page_problems, full_screenshot, run_and_wait, wait_idle)
+                                _CHECK_RUN_COUNTER, _page_problems, full_screenshot, run_and_wait, wait_idle)
 from tests.test_page_compare import cli_compare, expected_cells
 
 pytestmark = pytest.mark.browser
@@ -52,7 +52,7 @@ def test_run_a_comparison_and_match_the_cli(browser_page, streamlit_server, scre
     assert page.get_by_role("spinbutton", name=re.compile("Repeats")).input_value() == "2"
 
     # Run: a progress bar while it works, then the table
-    page.evaluate(_INSTALL_RUN_COUNTER)
+    page.evaluate(_CHECK_RUN_COUNTER)
     runs_before = page.evaluate("() => window.__lfssdRuns")
     page.get_by_role("button", name="Run", exact=True).click()
     progress = page.get_by_test_id("stProgress")

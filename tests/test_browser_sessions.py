@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.conftest import app_context
-from tests.test_browser import (ALPHA_NAME, FIRST_RENDER_TIMEOUT_MS, RERUN_TIMEOUT_MS, _INSTALL_RUN_COUNTER,
+from tests.test_browser import (ALPHA_NAME, FIRST_RENDER_TIMEOUT_MS, RERUN_TIMEOUT_MS, _CHECK_RUN_COUNTER,
                                 _IDLE_AFTER, _page_problems, d_f_metric, metric_text, slider_text, wait_idle)
 
 pytestmark = pytest.mark.browser
@@ -29,7 +29,7 @@ def _press_both(pages, key: str) -> None:
     """Press ``key`` on each page's α slider, then wait for every page's rerun to finish."""
     counts = []
     for page in pages:
-        page.evaluate(_INSTALL_RUN_COUNTER)
+        page.evaluate(_CHECK_RUN_COUNTER)
         counts.append(page.evaluate("() => window.__lfssdRuns"))
         page.get_by_role("slider", name=ALPHA_NAME).focus()
         page.keyboard.press(key)
