@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="also write the side-by-side table to this CSV file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = sub.add_parser("bench", help="speed as ratios against floors measured beside them (digits, MNIST-5k, CIFAR-shaped)")
-    p.add_argument("--workloads", default="digits,mnist5k,cifar", help="comma-separated: digits, mnist5k, cifar")
+    p.add_argument("--workloads", default="digits,mnist5k,cifar",
+                   help="comma-separated: digits, mnist5k, cifar; cifar-scale (opt-in, ~40 min: the ResNet18 "
+                        "α sweep where slider moves score the subset)")
     p.add_argument("--tiny", action="store_true", help="tiny synthetic workloads: every figure in seconds (for tests)")
     p.add_argument("--no-distributed", dest="distributed", action="store_false",
                    help="skip the 2-process torchrun comparison")

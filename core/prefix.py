@@ -160,7 +160,7 @@ class PrefixEvaluator:
                 for i, stage in enumerate(self.base_stages):
                     x = stage.run(x)
                     if i + 1 in self.keep:
-                        record[i + 1] = x
+                        record[i + 1] = self._stored(i + 1, x)
                 acts[name].append(record)
         self._acts = acts
 
@@ -183,6 +183,13 @@ class PrefixEvaluator:
                 keep.add(b)
                 used += cost
         return keep
+
+    def _stored(self, boundary: int, x: torch.Tensor) -> torch.Tensor:
+        """The activation as cached: contiguous where the next stage flattens it (same values; the
+        flatten is then a view on every later pass, and a slice's copy of it a plain memcpy)."""
+        if boundary < self.num_stages and self.base_stages[boundary].flattens_input:
+            return x.contiguous()
+        return x
 
     def _forward(self, scratch: _Scratch, name: str, c: int, first: int, slice_idx) -> torch.Tensor:
         cached = self._acts[name][c]

@@ -24,6 +24,9 @@ class Stage:
     prefixes: tuple[str, ...]  # parameter-name prefixes ("conv2." …) of the parameters it uses
     channels: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (x, idx) -> out[:, idx]
     channel_params: tuple[str, ...] = field(default=())  # parameters whose dim 0 indexes output channels
+    # the stage begins by flattening its input: an input stored contiguous (NCHW) flattens as a
+    # view, where a channels-last one is copied on every pass
+    flattens_input: bool = False
 
     def owns(self, param_name: str) -> bool:
         return any(param_name == p.rstrip(".") or param_name.startswith(p) for p in self.prefixes)
@@ -68,7 +71,8 @@ def sequential_stages(model: nn.Sequential, prefix: str = "") -> list[Stage]:
     for group in groups:
         names, modules = [n for n, _ in group], [m for _, m in group]
         owned = tuple(f"{prefix}{n}." for n, m in group if _has_params(m))
-        stages.append(Stage("+".join(names), _run_all(modules), owned, *_channelwise(group, prefix)))
+        stages.append(Stage("+".join(names), _run_all(modules), owned, *_channelwise(group, prefix),
+                            flattens_input=isinstance(modules[0], nn.Flatten)))
     return stages
 
 

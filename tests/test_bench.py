@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.bench import TARGETS
+from core.bench import SCALE_TARGETS, TARGETS
+from core.evaluate import SUBSET_THRESHOLD
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,6 +54,19 @@ def test_every_workload_has_every_ratio(report):
         assert memory["activation_cache_bytes"] > 0 and memory["peak_rss_bytes_so_far"] > 0
     cifar = report["workloads"]["cifar/resnet18"]
     assert cifar["importance"]["images"] <= cifar["train"]  # a slice of D for the costliest model
+
+
+def test_sweep_at_subset_scale_is_opt_in_and_scores_the_subset(report, tmp_path):
+    assert "sweep_at_scale" not in report  # not in a default run: ~40 minutes at full size
+    done = bench("--json", "--tiny", "--workloads", "cifar-scale", "--no-distributed", "--cache-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    scale = out["sweep_at_scale"]
+    assert scale["evaluation_images"] > SUBSET_THRESHOLD > scale["subset_images"] > scale["forget"]
+    assert scale["points"] == 10 and scale["alphas"][0] == 1.0 and scale["alphas"][-1] > 5  # CIFAR's |D|/|D_f|
+    assert positive(scale["naive_point_seconds"]) and positive(scale["ours_seconds"])
+    assert 0 < scale["speedup_cold"] < scale["speedup"]
+    assert [row["target"] for row in out["targets"]] == list(SCALE_TARGETS)
 
 
 def test_prefix_and_torchrun_sections(report):

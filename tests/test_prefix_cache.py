@@ -147,6 +147,9 @@ def test_channel_slice_and_whole_stage_agree_with_the_full_forward():
         evaluator = assert_bitwise_like_full_forward(prep)
         assert evaluator.last.first_stage == 1
         assert (evaluator.last.partial_channels == channels) is sliced
+    # the channels-last model's activations before the flatten are cached contiguous: a view to flatten
+    flat = next(i for i, s in enumerate(evaluator.base_stages) if s.flattens_input)
+    assert evaluator.channels_last and all(c[flat].is_contiguous() for c in evaluator._acts["train"])
 
 
 def test_no_cached_boundary_still_matches(monkeypatch):
