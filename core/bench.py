@@ -42,7 +42,7 @@ from core.cache import TensorCache, serialize
 from core.dampening import dampen
 from core.dataset import Dataset
 from core.errors import UserError
-from core.evaluate import evaluate, predict_logits
+from core.evaluate import evaluate, evaluation_images, predict_logits
 from core.experiment import ExperimentConfig, Importances, Prepared, forget, prepare, prepared_from, sweep
 from core.importance import compute_importance, objective
 from core.models import MODELS, create_model
@@ -299,25 +299,38 @@ def _recomputed(p: Prepared, evaluator, stats) -> dict:
     return out
 
 
+def sweep_alphas(p: Prepared) -> list[float]:
+    """The bench's 10 α: from 1 to the ratio ceiling, log-spaced."""
+    return [float(a) for a in np.geomspace(1.0, max(p.alpha_ceiling, 1.5), SWEEP_POINTS)]
+
+
+def _importance_pass(p: Prepared) -> Callable:
+    per_sample = MODELS.get(p.config.model).per_sample
+    return lambda loader: compute_importance(p.model, loader, p.config.kind, p.config.mode, per_sample=per_sample)
+
+
+def naive_point(p: Prepared, alpha: float, dataset: Dataset, split) -> None:
+    """One α the naive way, as the reference code does: I_D and I_Df recomputed, a deep copy of the
+    model dampened, then scored on ``dataset``/``split`` (all images, or the app's subset)."""
+    importances = _importance_pass(p)
+    dampened = dampen(p.model, importances(p.split.full_loader(p.dataset, p.batch_size, p.config.d_order)),
+                      importances(p.split.forget_loader(p.dataset, p.batch_size)), alpha, 1.0)[0]
+    evaluate(dampened, dataset, split)
+
+
 def measure_sweep(w: Workload, importance: dict) -> dict:
     """10 α from 1 to the ratio ceiling (log-spaced): ours on cached importances, against the
     naive way (both importances recomputed, a deep copy dampened and scored, per α). "Cold" adds
     our one-off work: I_D, I_Df and the baseline pass that fills the activation cache."""
     p = w.prepared
-    alphas = [float(a) for a in np.geomspace(1.0, max(p.alpha_ceiling, 1.5), SWEEP_POINTS)]
-    per_sample = MODELS.get(w.model).per_sample
+    alphas = sweep_alphas(p)
     full_loader = p.split.full_loader(p.dataset, p.batch_size, p.config.d_order)
     forget_loader = p.split.forget_loader(p.dataset, p.batch_size)
-    importances = lambda loader: compute_importance(p.model, loader, p.config.kind, p.config.mode,  # noqa: E731
-                                                   per_sample=per_sample)
-
-    def naive(alpha):
-        evaluate(dampen(p.model, importances(full_loader), importances(forget_loader), alpha, 1.0)[0], p.dataset, p.split)
-
+    importances = _importance_pass(p)
     naive_points = [alphas[round(i * (len(alphas) - 1) / max(w.naive_points - 1, 1))] for i in range(w.naive_points)]
     naive_started = time.perf_counter()
     for alpha in naive_points:
-        naive(alpha)
+        naive_point(p, alpha, p.dataset, p.split)
     naive_seconds = (time.perf_counter() - naive_started) * len(alphas) / len(naive_points)
     once = {}
     for name, fn in (("I_D", lambda: importances(full_loader)), ("I_Df", lambda: importances(forget_loader)),
@@ -344,22 +357,15 @@ def measure_sweep_at_scale(tiny: bool) -> dict:
     scoring the same subset: the same scores, so the speed-up is what cached importances buy.
     One naive point is run (each repeats the same work: I_D, I_Df, a dampened copy scored).
     ResNet18-CIFAR, ~40 minutes on one CPU core; ``tiny`` swaps in the small CNN on 8×8 images."""
-    from core.evaluate import evaluation_images
-
     model_name, shape = ("small_cnn", (3, 8, 8)) if tiny else ("resnet18", (3, 32, 32))
     p = _synthetic("cifar-shaped (synthetic)", model_name, shape, SCALE_TRAIN, SCALE_TEST)
     evaluation = p.evaluations.for_mode(p, "auto")
     if evaluation.subset is None:
         raise RuntimeError("the scale workload no longer crosses the subset threshold")
-    alphas = [float(a) for a in np.geomspace(1.0, max(p.alpha_ceiling, 1.5), SWEEP_POINTS)]
-    per_sample = MODELS.get(model_name).per_sample
-    importances = lambda loader: compute_importance(p.model, loader, p.config.kind, p.config.mode,  # noqa: E731
-                                                   per_sample=per_sample)
+    alphas = sweep_alphas(p)
     started = time.perf_counter()
-    dampened = dampen(p.model, importances(p.split.full_loader(p.dataset, p.batch_size, p.config.d_order)),
-                      importances(p.split.forget_loader(p.dataset, p.batch_size)), alphas[0], 1.0)[0]
-    evaluate(dampened, evaluation.dataset, evaluation.split)
-    naive_point = time.perf_counter() - started
+    naive_point(p, alphas[0], evaluation.dataset, evaluation.split)
+    naive_seconds = time.perf_counter() - started
     started = time.perf_counter()
     evaluation.evaluate(None)  # the subset's baseline pass, filling its activation cache
     fill = time.perf_counter() - started
@@ -371,10 +377,10 @@ def measure_sweep_at_scale(tiny: bool) -> dict:
     return {"model": model_name, "images": f"synthetic {shape[1]}×{shape[2]}×3", "train": SCALE_TRAIN,
             "test": SCALE_TEST, "forget": p.split.num_forget, "evaluation_images": evaluation_images(p.dataset, p.split),
             "subset_images": scored, "alphas": alphas, "points": len(alphas),
-            "naive_point_seconds": naive_point, "naive_seconds": naive_point * len(alphas), "ours_seconds": ours,
+            "naive_point_seconds": naive_seconds, "naive_seconds": naive_seconds * len(alphas), "ours_seconds": ours,
             "one_off_seconds": {"I_D": p.timings["importance_full"], "I_Df": p.timings["importance_forget"],
                                 "subset_baseline_pass": fill, "full_baseline_pass": p.timings["evaluate_baseline"]},
-            "speedup": naive_point * len(alphas) / ours, "speedup_cold": naive_point * len(alphas) / (ours + one_off),
+            "speedup": naive_seconds * len(alphas) / ours, "speedup_cold": naive_seconds * len(alphas) / (ours + one_off),
             "note": "1 of 10 naive points run, scaled ×10; both sides score the same stratified subset"}
 
 
