@@ -272,7 +272,7 @@ def measure_slider(p: Prepared, repeats: int, alpha: float | None = None) -> dic
     alpha = alpha if alpha is not None else default_alpha(p.config.dataset, p.split.spec.kind)
     evaluator = p.evaluations.for_mode(p, "auto").evaluator
     cold_started = time.perf_counter()
-    evaluator._exact_slice.clear()  # the first move at this α also checks its channel slice
+    evaluator._slice_modes.clear()  # the first move at this α also checks its channel slice
     forget(p, alpha, 1.0)
     cold = time.perf_counter() - cold_started
     stats = evaluator.last
@@ -296,6 +296,7 @@ def _recomputed(p: Prepared, evaluator, stats) -> dict:
            "parameters_recomputed_share": redone / total if total else 0.0}
     if stats.partial_channels is not None:
         out["first_stage_channels_recomputed"] = f"{stats.partial_channels} of {stats.stage_channels}"
+        out["first_stage_filters_packed"] = stats.packed
     return out
 
 
@@ -561,7 +562,9 @@ def print_summary(out: dict) -> None:
         print(f"\nprefix caching on {p['dataset']}, α={p['alpha']:g}: a slider move is {p['saving']:.1f}× cheaper than a full "
               f"forward; stages recomputed {p['stages_recomputed_share']:.0%} (from {p['first_recomputed_stage_name']}), "
               f"parameters {p['parameters_recomputed_share']:.1%}"
-              + (f", {p['first_stage_channels_recomputed']} channels of that stage" if "first_stage_channels_recomputed" in p else ""))
+              + (f", {p['first_stage_channels_recomputed']} channels of that stage"
+                 + (" (filters packed into every vector lane)" if p.get("first_stage_filters_packed") else "")
+                 if "first_stage_channels_recomputed" in p else ""))
     if "sweep_at_scale" in out:
         a = out["sweep_at_scale"]
         print(f"\nα sweep at subset scale, {a['model']} ({a['train']} train, {a['test']} test; moves score "

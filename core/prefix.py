@@ -4,9 +4,10 @@ At a useful α, dampening touches few parameter tensors, mostly late ones. The m
 stages (``core.stages``) let evaluation cache the baseline's activations at stage boundaries on
 the evaluation images once, and recompute a dampened model only from the first stage that holds
 a selected element. Where that stage is a convolution block and only a few of its filters hold
-selected elements, only those output channels are recomputed (after checking once per shape
-that the channel slice reproduces the full convolution's values bit for bit; where it does not,
-the whole stage is recomputed).
+selected elements, only those output channels are recomputed, on the CPU with the filters packed
+into every vector lane where that pays (``core.packed_conv``). Once per shape, the slice is
+checked to reproduce the full convolution's values bit for bit, packed first, then plain; where
+neither does, the whole stage is recomputed.
 
 Results are bit-for-bit those of ``predict_logits`` on a dampened copy: the same chunks of
 ``eval_chunk_size`` images, the same normalisation, the same modules in the same order.
@@ -23,6 +24,7 @@ import copy
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -68,6 +70,7 @@ class PassStats:
     stages: int
     partial_channels: int | None = None  # channels recomputed in the first stage, when sliced
     stage_channels: int | None = None
+    packed: bool = False  # the slice's filters were packed into every vector lane (core.packed_conv)
 
 
 class PrefixEvaluator:
@@ -93,7 +96,7 @@ class PrefixEvaluator:
         self._acts: dict[str, list[dict[int, torch.Tensor]]] | None = None
         self._lock = threading.Lock()
         self._pool: list[_Scratch] = []
-        self._exact_slice: dict[tuple, bool] = {}
+        self._slice_modes: dict[tuple, str | None] = {}
         self.last = PassStats(len(self.base_stages), len(self.base_stages))
         self.autocast = autocast  # opt-in, changes numerics: e.g. torch.bfloat16 (pays on GPUs, not on most CPUs)
 
@@ -132,14 +135,18 @@ class PrefixEvaluator:
         try:
             self._set_params(scratch, plan)
             slice_idx, rows = self._channel_slice(first, plan)
+            bound: dict[str, Callable] = {}  # this move's channel slice, per mode: filters packed once
             with self._numerics():
-                out = {name: torch.cat([self._forward(scratch, name, c, first, slice_idx) for c in range(len(chunks))])
+                out = {name: torch.cat([self._forward(scratch, name, c, first, slice_idx, bound)
+                                        for c in range(len(chunks))])
                        if chunks else self._empty(name) for name, chunks in self._acts.items()}
         finally:
             self._release(scratch)
-        exact = slice_idx is not None and all(v for k, v in self._exact_slice.items()
-                                              if k[0] == first and k[1] == len(slice_idx))
-        self.last = PassStats(first, self.num_stages, len(slice_idx) if exact else None, rows if exact else None)
+        modes = [v for k, v in self._slice_modes.items() if k[0] == first and slice_idx is not None
+                 and k[1] == len(slice_idx)]
+        exact = slice_idx is not None and bool(modes) and None not in modes
+        self.last = PassStats(first, self.num_stages, len(slice_idx) if exact else None, rows if exact else None,
+                              exact and all(m == "packed" for m in modes))
         return out
 
     def _numerics(self):
@@ -191,15 +198,18 @@ class PrefixEvaluator:
             return x.contiguous()
         return x
 
-    def _forward(self, scratch: _Scratch, name: str, c: int, first: int, slice_idx) -> torch.Tensor:
+    def _forward(self, scratch: _Scratch, name: str, c: int, first: int, slice_idx, bound: dict) -> torch.Tensor:
         cached = self._acts[name][c]
         start = max((b for b in cached if b <= first and b < self.num_stages), default=0)
         x = cached[start] if start else self._input(self.sets[name], c * self.chunk)
         for i in range(start, self.num_stages):
             if i < first:
                 x = self.base_stages[i].run(x)  # unchanged: the shared baseline's stage
-            elif i == first and slice_idx is not None and self._slice_is_exact(i, x, cached[i + 1], slice_idx):
-                x = self._sliced(scratch.stages[i], x, cached[i + 1], slice_idx)
+            elif i == first and slice_idx is not None and \
+                    (mode := self._slice_mode(i, x, cached[i + 1], slice_idx)) is not None:
+                if mode not in bound:
+                    bound[mode] = scratch.stages[i].channels(slice_idx, mode == "packed")
+                x = self._sliced(bound[mode], cached[i + 1], slice_idx, x)
             else:
                 x = scratch.stages[i].run(x)
         return x.float().cpu()
@@ -225,20 +235,23 @@ class PrefixEvaluator:
         idx = torch.nonzero(rows).flatten().to(self.device)
         return (idx, len(rows)) if len(idx) <= PARTIAL_MAX_SHARE * len(rows) else (None, None)
 
-    def _slice_is_exact(self, i: int, x: torch.Tensor, out: torch.Tensor, idx: torch.Tensor) -> bool:
-        """Whether the channel slice gives the full stage's values bit for bit, for these shapes:
-        checked once on the baseline (whose full output is cached), then remembered."""
+    def _slice_mode(self, i: int, x: torch.Tensor, out: torch.Tensor, idx: torch.Tensor) -> str | None:
+        """How to compute the channel slice so that it gives the full stage's values bit for bit,
+        for these shapes: "packed" (every vector lane busy, where that pays), else "plain", else
+        None (recompute the whole stage). Checked once on the baseline, whose full output is
+        cached, then remembered."""
         key = (i, len(idx), tuple(x.shape), x.dtype, str(x.device))
-        known = self._exact_slice.get(key)
-        if known is None:
-            known = torch.equal(self.base_stages[i].channels(x, idx), out.index_select(1, idx))
-            self._exact_slice[key] = known
-        return known
+        if key not in self._slice_modes:
+            stage, expected = self.base_stages[i], out.index_select(1, idx)
+            candidates = ("packed", "plain") if stage.packs is not None and stage.packs(x, len(idx)) else ("plain",)
+            self._slice_modes[key] = next((mode for mode in candidates
+                                           if torch.equal(stage.channels(idx, mode == "packed")(x), expected)), None)
+        return self._slice_modes[key]
 
     @staticmethod
-    def _sliced(stage: Stage, x: torch.Tensor, baseline_out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def _sliced(run, baseline_out: torch.Tensor, idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         out = baseline_out.clone()
-        out[:, idx] = stage.channels(x, idx)
+        out[:, idx] = run(x)
         return out
 
     # --- the private copies ------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 ``model(x) == stage_n(…stage_1(x))``, bit for bit in eval mode: each stage calls the model's own
 modules in the order its ``forward`` does. Every parameter belongs to exactly one stage (named by
-prefixes of parameter names). A stage may also offer ``channels(x, idx)``: its output restricted
-to the output channels ``idx``, for stages whose output channel c depends only on the rows c of
-its parameters (a convolution, optionally BatchNorm, then per-channel activations and pooling),
-so a few dampened filters cost a few filters' work.
+prefixes of parameter names). A stage may also offer ``channels(idx, packed)``: a function of the
+input giving the stage's output restricted to the output channels ``idx``, for stages whose
+output channel c depends only on the rows c of its parameters (a convolution, optionally
+BatchNorm, then per-channel activations and pooling), so a few dampened filters cost a few
+filters' work (``packed``: with the filters packed into every vector lane, ``core.packed_conv``).
 """
 from __future__ import annotations
 
@@ -16,14 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.packed_conv import PackedFilters, packable
+
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     run: Callable[[torch.Tensor], torch.Tensor]  # bound to one model instance
     prefixes: tuple[str, ...]  # parameter-name prefixes ("conv2." …) of the parameters it uses
-    channels: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (x, idx) -> out[:, idx]
+    # (idx, packed) -> (x -> out[:, idx]), the filters taken from the parameters as they are now
+    channels: Callable[[torch.Tensor, bool], Callable[[torch.Tensor], torch.Tensor]] | None = None
     channel_params: tuple[str, ...] = field(default=())  # parameters whose dim 0 indexes output channels
+    packs: Callable[[torch.Tensor, int], bool] | None = None  # (x, filters): whether channels(…, packed=True) pays
     # the stage begins by flattening its input: an input stored contiguous (NCHW) flattens as a
     # view, where a channels-last one is copied on every pass
     flattens_input: bool = False
@@ -81,7 +86,7 @@ def _has_params(module: nn.Module) -> bool:
 
 
 def _channelwise(group, prefix: str):
-    """(channels, channel_params) when the group is conv [→ BatchNorm] → per-channel ops; else ()."""
+    """(channels, channel_params, packs) when the group is conv [→ BatchNorm] → per-channel ops; else ()."""
     modules = [m for _, m in group]
     if not modules or not isinstance(modules[0], nn.Conv2d) or modules[0].groups != 1 \
             or modules[0].padding_mode != "zeros":
@@ -98,21 +103,31 @@ def _channelwise(group, prefix: str):
     conv = modules[0]
     names = [n for n, _ in group]
 
-    def channels(x, idx):
-        bias = conv.bias[idx] if conv.bias is not None else None
-        out = F.conv2d(x, conv.weight[idx], bias, conv.stride, conv.padding, conv.dilation, 1)
+    def channels(idx, packed=False):
+        if packed:
+            packed_filters = PackedFilters(conv, idx)
+        else:
+            weight, bias = conv.weight[idx], conv.bias[idx] if conv.bias is not None else None
         if bn is not None:
-            out = F.batch_norm(out, bn.running_mean[idx], bn.running_var[idx],
-                               bn.weight[idx] if bn.weight is not None else None,
-                               bn.bias[idx] if bn.bias is not None else None, False, 0.0, bn.eps)
-        for module in rest:
-            out = module(out)
-        return out
+            norm = (bn.running_mean[idx], bn.running_var[idx], bn.weight[idx] if bn.weight is not None else None,
+                    bn.bias[idx] if bn.bias is not None else None)
+
+        def run(x):
+            if packed:
+                out = packed_filters(x)
+            else:
+                out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, 1)
+            if bn is not None:
+                out = F.batch_norm(out, *norm, False, 0.0, bn.eps)
+            for module in rest:
+                out = module(out)
+            return out
+        return run
 
     params = [f"{prefix}{names[0]}.weight"] + ([f"{prefix}{names[0]}.bias"] if conv.bias is not None else [])
     if bn is not None:
         params += [f"{prefix}{names[1]}.{p}" for p in ("weight", "bias") if getattr(bn, p) is not None]
-    return channels, tuple(params)
+    return channels, tuple(params), lambda x, filters: packable(conv, x, filters)
 
 
 def vit_stages(model: nn.Module, prefix: str = "") -> list[Stage]:
