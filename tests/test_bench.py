@@ -47,6 +47,7 @@ def test_every_workload_has_every_ratio(report):
         sweep = w["sweep"]
         assert sweep["points"] == 10 and len(sweep["alphas"]) == 10 and sweep["alphas"][0] == 1.0
         assert positive(sweep["speedup"]) and positive(sweep["speedup_cold"])
+        assert sweep["importance_bound"] > 1
         assert positive(sweep["projected_cifar10"]["speedup"])
         assert 1 <= sweep["naive_points_run"] <= 10
         memory = w["memory"]
