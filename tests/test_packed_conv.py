@@ -10,13 +10,7 @@ from core.models import create_model
 from core.packed_conv import PackedFilters, packable
 from test_prefix_cache import assert_bitwise_like_full_forward, importances_selecting, prepared_for, synthetic
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the thread count the bench uses
 
 
 def channels_last(t: torch.Tensor) -> torch.Tensor:
