@@ -349,7 +349,8 @@ def measure_sweep(w: Workload, importance: dict) -> dict:
                            "(each naive point repeats the same work)"),
             "ours_seconds": ours, "ours_cold_seconds": cold, "one_off_seconds": once,
             "speedup": naive_seconds / ours, "speedup_cold": naive_seconds / cold,
-            # a naive point is our point plus I_D and I_Df: the most caching alone can give
+            # what caching the importances alone gives (a naive point = I_D + I_Df + a point like
+            # ours); the prefix cache, making our point cheaper than a full evaluation, adds to it
             "importance_bound": 1 + (once["I_D"] + once["I_Df"]) / (ours / len(alphas)),
             "projected_cifar10": _projection(p, importance, ours / len(alphas))}
 
