@@ -9,12 +9,7 @@ from core.models import create_model
 from core.per_sample import plan
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest
 
 
 def with_stats(model: nn.Module) -> nn.Module:

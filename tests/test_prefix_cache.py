@@ -19,12 +19,7 @@ OFFLINE = [n for n in MODELS.names() if n != "vit_b16"]  # vit_b16 needs pretrai
 SHAPES = {"small_cnn": (1, 8, 8), "resnet18": (3, 8, 8), "vit": (1, 8, 8)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest
 
 
 def synthetic(shape, n_train=60, n_test=24, classes=4, seed=0) -> Dataset:
