@@ -55,6 +55,13 @@ def _extra_padding(size: int, kernel: int, pad: int, factor: int) -> tuple[int, 
     return e, n
 
 
+def _cover(conv: nn.Conv2d, x: torch.Tensor, fy: int, fx: int) -> tuple[int, int, int, int]:
+    """(ey, h, ex, w): the extra padding rows and columns, and the output map's height and width."""
+    (ey, h), (ex, w) = (_extra_padding(x.shape[2], conv.kernel_size[0], conv.padding[0], fy),
+                        _extra_padding(x.shape[3], conv.kernel_size[1], conv.padding[1], fx))
+    return ey, h, ex, w
+
+
 def packable(conv: nn.Conv2d, x: torch.Tensor, filters: int) -> bool:
     """Whether packing ``filters`` of ``conv`` over ``x`` is possible and pays: a CPU, a
     channels-last input, a stride-1 undilated ungrouped convolution with zero padding, an output
@@ -66,8 +73,7 @@ def packable(conv: nn.Conv2d, x: torch.Tensor, filters: int) -> bool:
     lane_count = lanes()
     fy, fx = packing(lane_count)
     kh, kw = conv.kernel_size
-    (ey, h), (ex, w) = (_extra_padding(x.shape[2], kh, conv.padding[0], fy),
-                        _extra_padding(x.shape[3], kw, conv.padding[1], fx))
+    ey, h, ex, w = _cover(conv, x, fy, fx)
     if h * w < MIN_OUTPUT_PIXELS:
         return False
     packed_rows = _packed_count(x.shape[2], kh, conv.padding[0] + ey, fy)
@@ -86,7 +92,7 @@ class PackedFilters:
         self.conv = conv
         weight = conv.weight[idx]
         k, ic, kh, kw = weight.shape
-        self.filters, self.kernel = k, (kh, kw)
+        self.filters = k
         fy, fx = self.fy, self.fx
         packed = weight.new_zeros(k, fy, fx, ic, kh + fy - 1, kw + fx - 1)
         for dy in range(fy):
@@ -97,8 +103,8 @@ class PackedFilters:
         self.bias = conv.bias[idx].repeat_interleave(fy * fx) if conv.bias is not None else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        fy, fx, (kh, kw), (ph, pw) = self.fy, self.fx, self.kernel, self.conv.padding
-        (ey, h), (ex, w) = _extra_padding(x.shape[2], kh, ph, fy), _extra_padding(x.shape[3], kw, pw, fx)
+        fy, fx, (ph, pw) = self.fy, self.fx, self.conv.padding
+        ey, h, ex, w = _cover(self.conv, x, fy, fx)
         out = F.conv2d(x, self.weight, self.bias, (fy, fx), (ph + ey, pw + ex))
         n, _, rows, cols = out.shape
         # channel (filter, dy, dx) at (Y, X) is the filter's output at (fy·Y + dy - ey, fx·X + dx - ex)
