@@ -62,11 +62,21 @@ class DampeningReport:
                  "beta_mean": l.beta_mean, "beta_min": l.beta_min, "beta_max": l.beta_max} for l in self.layers]
 
 
+def selected_mask(imp_full: torch.Tensor, imp_forget: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Equation 1's selection for one tensor: I_Df > α·I_D, strictly."""
+    return imp_forget > alpha * imp_full
+
+
 def selection(imp_full: torch.Tensor, imp_forget: torch.Tensor, alpha: float, lambda_: float):
-    """(selected mask, β) for one tensor. β is only meaningful where selected."""
-    selected = imp_forget > alpha * imp_full
-    beta = torch.where(selected, (lambda_ * imp_full / imp_forget).clamp(max=1.0), torch.ones_like(imp_full))
-    return selected, beta
+    """(selected mask, β) for one tensor; β is exactly 1 where not selected."""
+    selected = selected_mask(imp_full, imp_forget, alpha)
+    return selected, _beta(imp_full, imp_forget, selected, lambda_)
+
+
+def _beta(imp_full: torch.Tensor, imp_forget: torch.Tensor, selected: torch.Tensor, lambda_: float) -> torch.Tensor:
+    """min(λ·I_D / I_Df, 1) where selected, 1 elsewhere (where I_Df may be 0), computed in one
+    buffer: the same products and quotients as written out, so the same values bit for bit."""
+    return (lambda_ * imp_full).div_(imp_forget).clamp_(max=1.0).masked_fill_(~selected, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,11 +100,14 @@ def plan_dampening(names, imp_full: Importance, imp_forget: Importance, alpha: f
     validate_hyperparameters(alpha, lambda_)
     layers, betas, masks = [], {}, {}
     for name in names:
-        selected, beta = selection(imp_full[name], imp_forget[name], alpha, lambda_)
-        report = _layer_report(name, selected, beta)
-        layers.append(report)
-        if report.selected:
-            betas[name], masks[name] = beta, selected
+        full, forget = imp_full[name], imp_forget[name]
+        selected = selected_mask(full, forget, alpha)
+        count = int(selected.count_nonzero())
+        if not count:  # β would be 1 everywhere: not computed
+            layers.append(LayerReport(name, selected.numel(), 0, math.nan, math.nan, math.nan))
+            continue
+        betas[name], masks[name] = _beta(full, forget, selected, lambda_), selected
+        layers.append(_layer_report(name, selected, betas[name], count))
     return DampeningPlan(DampeningReport(float(alpha), float(lambda_), tuple(layers)), betas, masks)
 
 
@@ -137,14 +150,14 @@ def _check_keys(model: nn.Module, *maps: Importance) -> None:
             raise UserError(f"the importance maps do not match this model (missing {', '.join(sorted(missing)[:4])})")
 
 
-def _layer_report(name: str, selected: torch.Tensor, beta: torch.Tensor) -> LayerReport:
-    n_sel = int(selected.sum())
-    if n_sel:
-        chosen = beta[selected]
-        stats = (float(chosen.mean()), float(chosen.min()), float(chosen.max()))
-    else:
-        stats = (math.nan, math.nan, math.nan)
-    return LayerReport(name, selected.numel(), n_sel, *stats)
+def _layer_report(name: str, selected: torch.Tensor, beta: torch.Tensor, count: int) -> LayerReport:
+    """Mean, min and max of β over the ``count`` (≥ 1) selected elements, without gathering them
+    (a boolean gather costs more than everything else in a plan): β is 1 elsewhere and never
+    above 1, so its smallest value is the selection's; its sum over the selection is the sum of
+    the rest (in float64) less one per element left out."""
+    total = float(beta.sum(dtype=torch.float64)) - (beta.numel() - count)
+    top = float(beta.where(selected, 0.0).max())  # β ≥ 0
+    return LayerReport(name, selected.numel(), count, total / count, float(beta.min()), top)
 
 
 @dataclass(frozen=True)

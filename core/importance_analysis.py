@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import torch
 from scipy.stats import rankdata
 
-from core.dampening import selection, validate_hyperparameters
+from core.dampening import selected_mask, validate_hyperparameters
 from core.importance import Importance
 from core.plots import KEPT, SELECTED
 
@@ -165,7 +165,7 @@ def scatter_figure(sample: ScatterSample, alpha: float) -> go.Figure:
 def selection_masks(imp_full: Importance, imp_forget: Importance, alpha: float) -> dict[str, torch.Tensor]:
     """Which elements equation 1 selects at α (λ does not change the selection)."""
     validate_hyperparameters(alpha, 1.0)
-    return {name: selection(imp_full[name], imp_forget[name], alpha, 1.0)[0] for name in imp_full}
+    return {name: selected_mask(imp_full[name], imp_forget[name], alpha) for name in imp_full}
 
 
 def overlap_table(masks_a: dict[str, torch.Tensor], masks_b: dict[str, torch.Tensor]) -> pd.DataFrame:

@@ -64,6 +64,13 @@ def small_cnn(image_shape: tuple[int, int, int], num_classes: int) -> nn.Sequent
 
 # --- ResNet18, CIFAR variant -----------------------------------------------------------------
 
+def _relu(x: torch.Tensor) -> torch.Tensor:
+    """ReLU of a layer's fresh output: in place when no gradient is recorded (evaluation: the
+    same values, one activation-sized buffer fewer per layer, ~5 % of a ResNet18 forward on one
+    core), a new tensor otherwise (autograd and the per-sample hooks need the layer's output)."""
+    return x.relu_() if not torch.is_grad_enabled() else torch.relu(x)
+
+
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int):
         super().__init__()
@@ -76,8 +83,12 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        out = _relu(self.bn1(self.conv1(x)))
+        out, shortcut = self.bn2(self.conv2(out)), self.shortcut(x)
+        if torch.is_grad_enabled() or shortcut.dtype != out.dtype:
+            return torch.relu(out + shortcut)
+        out += shortcut  # the same sum (a + b = b + a exactly), into this block's own buffer
+        return out.relu_()
 
 
 class ResNet18Cifar(nn.Module):
@@ -95,7 +106,7 @@ class ResNet18Cifar(nn.Module):
         self.fc = nn.Linear(512, num_classes)
 
     def stem(self, x):
-        return torch.relu(self.bn1(self.conv1(x)))
+        return _relu(self.bn1(self.conv1(x)))
 
     def head(self, x):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from core import dampen
-from core.dampening import ratio_histogram
+from core.dampening import plan_dampening, ratio_histogram
 from core.errors import UserError
 
 
@@ -59,6 +59,32 @@ def test_beta_below_lambda_over_alpha():
     damped, report = dampen(one_param_model([1.0] * 4), imp([1.0] * 4), imp([3.0, 5.0, 10.0, 100.0]), alpha=2.5, lambda_=0.5)
     assert report.selected == 4
     assert report.layers[0].beta_max < 0.5 / 2.5
+
+
+@pytest.mark.parametrize("alpha,lambda_", [(1.0, 1.0), (0.7, 0.3), (3.0, 5.0), (1.5, 0.0)])
+def test_plan_matches_equation_1_written_out_bit_for_bit(alpha, lambda_):
+    """β computed in one buffer and the report's statistics taken without gathering equal the
+    formula written out, including zeros in either map (0/0 and x/0 where nothing is selected)."""
+    gen = torch.Generator().manual_seed(7)
+    full = torch.rand(5, 40, generator=gen) * (torch.rand(5, 40, generator=gen) > 0.2)
+    forget = torch.rand(5, 40, generator=gen) * 3 * (torch.rand(5, 40, generator=gen) > 0.2)
+    full[4], forget[4] = 1.0, 0.5  # a tensor-row where nothing is selected
+    plan = plan_dampening(["w"], {"w": full}, {"w": forget}, alpha, lambda_)
+    selected = forget > alpha * full
+    written_out = torch.where(selected, (lambda_ * full / forget).clamp(max=1.0), torch.ones_like(full))
+    chosen = written_out[selected]
+    assert torch.equal(plan.selected["w"], selected) and torch.equal(plan.betas["w"], written_out)
+    layer = plan.report.layers[0]
+    assert layer.selected == int(selected.sum()) > 0
+    assert (layer.beta_min, layer.beta_max) == (float(chosen.min()), float(chosen.max()))
+    assert layer.beta_mean == pytest.approx(float(chosen.double().mean()), rel=1e-12, abs=1e-12)
+
+
+def test_a_tensor_with_nothing_selected_is_left_out_of_the_plan():
+    plan = plan_dampening(["a", "b"], {"a": torch.ones(3), "b": torch.ones(3)},
+                          {"a": torch.tensor([0.5, 0.0, 1.0]), "b": torch.tensor([0.0, 4.0, 1.0])}, 1.0, 1.0)
+    assert plan.changed == ["b"] and plan.report.selected == 1
+    assert math.isnan(plan.report.layers[0].beta_mean) and plan.report.layers[1].beta_mean == 0.25
 
 
 def test_input_model_is_untouched_and_a_new_model_is_returned():

@@ -37,6 +37,27 @@ def test_resnet18_cifar_has_the_paper_shape():
     assert 11.0e6 < n_params < 11.4e6
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_resnet18_in_place_evaluation_equals_the_recorded_forward(channels_last):
+    """Without autograd the ReLUs and residual sums run in place: the same logits bit for bit,
+    and the input the caller passed is never written."""
+    model = create_model("resnet18", (3, 16, 16), 10, seed=1).eval()
+    with torch.no_grad():  # BatchNorm away from identity, so its output is no copy of its input
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2.0), bn.weight.normal_(), bn.bias.normal_()
+    x = torch.randn(6, 3, 16, 16)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    recorded = model(x)
+    assert recorded.requires_grad
+    stage_input = model.stem(x).detach()
+    with torch.inference_mode():
+        kept = stage_input.clone()
+        assert torch.equal(model(x), recorded.detach())
+        model.layer1[0](stage_input)  # a block rerun on a cached activation leaves it as it was
+    assert torch.equal(stage_input, kept)
+
+
 def test_pretrained_vit_fails_fast_and_clearly_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-hf-cache")
