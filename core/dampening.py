@@ -153,8 +153,8 @@ def _check_keys(model: nn.Module, *maps: Importance) -> None:
 def _layer_report(name: str, selected: torch.Tensor, beta: torch.Tensor, count: int) -> LayerReport:
     """Mean, min and max of β over the ``count`` (≥ 1) selected elements, without gathering them
     (a boolean gather costs more than everything else in a plan): β is 1 elsewhere and never
-    above 1, so its smallest value is the selection's; its sum over the selection is the sum of
-    the rest (in float64) less one per element left out."""
+    above 1, so its smallest value is the selection's, and its sum over the selection is its
+    whole sum (in float64) less one per element left out."""
     total = float(beta.sum(dtype=torch.float64)) - (beta.numel() - count)
     top = float(beta.where(selected, 0.0).max())  # β ≥ 0
     return LayerReport(name, selected.numel(), count, total / count, float(beta.min()), top)
