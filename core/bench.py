@@ -43,7 +43,7 @@ from core.dampening import dampen
 from core.dataset import Dataset
 from core.errors import UserError
 from core.evaluate import evaluate, evaluation_images, predict_logits
-from core.experiment import ExperimentConfig, Importances, Prepared, forget, prepare, prepared_from, sweep
+from core.experiment import ExperimentConfig, Importances, Prepared, forget, prepare, prepared_from, sweep, timed
 from core.importance import compute_importance, objective
 from core.models import MODELS, create_model
 from core.runtime import as_layout, configure_threads, layout_copy
@@ -181,12 +181,12 @@ def _synthetic(name: str, model_name: str, shape: tuple[int, int, int], n_train:
     config = ExperimentConfig(dataset=name, model=model_name, forget="class:3")
     batch = split.reference_batch_size
     per_sample = MODELS.get(model_name).per_sample
-    started = time.perf_counter()
-    imp_full = compute_importance(model, split.full_loader(dataset, batch), "lfssd", "batch", per_sample=per_sample)
-    timings = {"importance_full": time.perf_counter() - started}
-    started = time.perf_counter()
-    imp_forget = compute_importance(model, split.forget_loader(dataset, batch), "lfssd", "batch", per_sample=per_sample)
-    timings["importance_forget"] = time.perf_counter() - started
+    timings = {}
+    with timed(timings, "importance_full"):
+        imp_full = compute_importance(model, split.full_loader(dataset, batch), "lfssd", "batch", per_sample=per_sample)
+    with timed(timings, "importance_forget"):
+        imp_forget = compute_importance(model, split.forget_loader(dataset, batch), "lfssd", "batch",
+                                        per_sample=per_sample)
     return prepared_from(Importances(config, dataset, model, split, imp_full, imp_forget, timings, {}))
 
 
@@ -337,9 +337,8 @@ def measure_sweep(w: Workload, importance: dict) -> dict:
     for name, fn in (("I_D", lambda: importances(full_loader)), ("I_Df", lambda: importances(forget_loader)),
                      ("baseline_pass", lambda: prepared_from(Importances(p.config, p.dataset, p.model, p.split,
                                                                          p.imp_full, p.imp_forget, {}, {})))):
-        started = time.perf_counter()
-        fn()
-        once[name] = time.perf_counter() - started
+        with timed(once, name):
+            fn()
     ours = race({"ours": lambda: sweep(p, alphas, [1.0])}, max(1, w.repeats - 1), warmup=False)["ours"]
     cold = ours + sum(once.values())
     return {"alphas": alphas, "points": len(alphas), "naive_seconds": naive_seconds,
@@ -367,15 +366,14 @@ def measure_sweep_at_scale(tiny: bool) -> dict:
     if evaluation.subset is None:
         raise RuntimeError("the scale workload no longer crosses the subset threshold")
     alphas = sweep_alphas(p)
-    started = time.perf_counter()
-    naive_point(p, alphas[0], evaluation.dataset, evaluation.split)
-    naive_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    evaluation.evaluate(None)  # the subset's baseline pass, filling its activation cache
-    fill = time.perf_counter() - started
-    started = time.perf_counter()
-    sweep(p, alphas, [1.0])
-    ours = time.perf_counter() - started
+    took = {}
+    with timed(took, "naive"):
+        naive_point(p, alphas[0], evaluation.dataset, evaluation.split)
+    with timed(took, "fill"):
+        evaluation.evaluate(None)  # the subset's baseline pass, filling its activation cache
+    with timed(took, "ours"):
+        sweep(p, alphas, [1.0])
+    naive_seconds, fill, ours = took["naive"], took["fill"], took["ours"]
     one_off = p.timings["importance_full"] + p.timings["importance_forget"] + fill
     scored = len(evaluation.dataset.train_y) + len(evaluation.dataset.test_y)
     return {"model": model_name, "images": f"synthetic {shape[1]}×{shape[2]}×3", "train": SCALE_TRAIN,

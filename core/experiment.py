@@ -135,7 +135,7 @@ def load_importances(config: ExperimentConfig, cache: TensorCache | None = None,
     cache = cache or TensorCache()
     stage = _Stages(progress, _stage_weights or (("data", 0.05), ("model", 0.5), ("I_D", 0.35), ("I_Df", 0.1)))
     timings, hits = {}, {}
-    with _timed(timings, "data"):
+    with timed(timings, "data"):
         dataset = load_dataset(config.dataset, config.data_root, stage.next("data"))
         split = (make_split(dataset, config.forget) if forget_images is None
                  else images_split(dataset, forget_images, forget_names))
@@ -143,7 +143,7 @@ def load_importances(config: ExperimentConfig, cache: TensorCache | None = None,
             raise UserError(f"the forget set of '{config.forget}' is empty")
         if config.kind == "ssd" and not split.labelled:
             raise UserError("SSD needs labels, and the forget images have none; use LFSSD (label-free)")
-    with _timed(timings, "model"):
+    with timed(timings, "model"):
         if group is None:
             model, hits["model"] = baseline_model(config, dataset, cache, stage.next("model"))
             model = model.to(default_device())
@@ -152,11 +152,11 @@ def load_importances(config: ExperimentConfig, cache: TensorCache | None = None,
     batch_size = config.batch_size or split.reference_batch_size
     per_sample = MODELS.get(config.model).per_sample
     model_key = weights_hash(model)
-    with _timed(timings, "importance_full"):
+    with timed(timings, "importance_full"):
         imp_full, hits["importance_full"] = cached_importance(
             model, split.full_loader(dataset, batch_size, config.d_order), config.kind, config.mode, cache,
             model_key, stage.next("I_D"), per_sample, group=group)
-    with _timed(timings, "importance_forget"):
+    with timed(timings, "importance_forget"):
         imp_forget, hits["importance_forget"] = cached_importance(
             model, split.forget_loader(dataset, batch_size), config.kind, config.mode, cache,
             model_key, stage.next("I_Df"), per_sample, group=group)
@@ -185,7 +185,7 @@ def prepared_from(parts: Importances) -> Prepared:
     """Score the baseline of ``parts`` (filling the activation cache) and make it a ``Prepared``:
     how ``prepare`` ends, and how a caller with its own data, model and importances starts."""
     evaluations = _Evaluations()
-    with _timed(parts.timings, "evaluate_baseline"):
+    with timed(parts.timings, "evaluate_baseline"):
         baseline = evaluations.full(parts).evaluate(None)
     prepared = Prepared(parts.config, parts.dataset, parts.model, parts.split, parts.imp_full, parts.imp_forget,
                         baseline, parts.timings, parts.cache_hits)
@@ -386,7 +386,9 @@ class _Stages:
         return lambda fraction, message: self.progress(min(start + width * fraction, 1.0), message)
 
 
-class _timed:
+class timed:
+    """``with timed(timings, name):`` records the block's wall time in ``timings[name]``."""
+
     def __init__(self, timings: dict, name: str):
         self.timings, self.name = timings, name
 

@@ -105,18 +105,16 @@ def _channelwise(group, prefix: str):
 
     def channels(idx, packed=False):
         if packed:
-            packed_filters = PackedFilters(conv, idx)
+            convolve = PackedFilters(conv, idx)
         else:
             weight, bias = conv.weight[idx], conv.bias[idx] if conv.bias is not None else None
+            convolve = lambda x: F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, 1)  # noqa: E731
         if bn is not None:
             norm = (bn.running_mean[idx], bn.running_var[idx], bn.weight[idx] if bn.weight is not None else None,
                     bn.bias[idx] if bn.bias is not None else None)
 
         def run(x):
-            if packed:
-                out = packed_filters(x)
-            else:
-                out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, 1)
+            out = convolve(x)
             if bn is not None:
                 out = F.batch_norm(out, *norm, False, 0.0, bn.eps)
             for module in rest:
