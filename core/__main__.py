@@ -179,12 +179,13 @@ def cmd_train(args) -> dict:
     from core.data import load_dataset
     from core.evaluate import accuracy, predict_logits
     from core.experiment import baseline_model
-    from core.models import save_checkpoint
+    from core.models import default_device, save_checkpoint
 
     config = _config(args).resolved()
     dataset = load_dataset(config.dataset, config.data_root, _progress(args))
     started = time.perf_counter()
     model, cached = baseline_model(config, dataset, _cache(args), _progress(args))
+    model = model.to(default_device())
     if args.save:
         save_checkpoint(model, args.save, {"model": config.model, "dataset": dataset.name})
     return {"dataset": dataset.name, "model": config.model, "from_cache": cached,

@@ -45,8 +45,8 @@ from core.errors import UserError
 from core.evaluate import evaluate, evaluation_images, predict_logits
 from core.experiment import ExperimentConfig, Importances, Prepared, forget, prepare, prepared_from, sweep, timed
 from core.importance import compute_importance, objective
-from core.models import MODELS, create_model
-from core.runtime import as_layout, configure_threads, layout_copy
+from core.models import MODELS, create_model, default_device
+from core.runtime import as_layout, configure_threads, layout_copy, synchronize
 from core.splits import make_split
 
 Progress = Callable[[float, str], None]
@@ -85,8 +85,10 @@ def race(contenders: dict[str, Callable[[], object]], repeats: int, warmup: bool
     best = {name: math.inf for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
+            synchronize()
             started = time.perf_counter()
             fn()
+            synchronize()  # on a GPU, a contender's queued kernels are its own time
             best[name] = min(best[name], time.perf_counter() - started)
     return best
 
@@ -177,7 +179,7 @@ def _synthetic(name: str, model_name: str, shape: tuple[int, int, int], n_train:
     dataset = Dataset(name, pixels(n_train), labels(n_train), pixels(n_test), labels(n_test),
                       tuple(str(c) for c in range(classes)), (0.5,) * shape[0], (0.25,) * shape[0])
     split = make_split(dataset, "class:3")
-    model = create_model(model_name, shape, classes, seed=seed)
+    model = create_model(model_name, shape, classes, seed=seed).to(default_device())  # where prepare() puts it
     config = ExperimentConfig(dataset=name, model=model_name, forget="class:3")
     batch = split.reference_batch_size
     per_sample = MODELS.get(model_name).per_sample
@@ -197,8 +199,10 @@ def floor_pass(model: torch.nn.Module, loader, kind: str = "lfssd") -> None:
     importance pass: a channels-last copy for convolutional models)."""
     run = layout_copy(model)
     params = [p for p in run.parameters() if p.requires_grad]
+    device = params[0].device
     for x, y in loader:
-        torch.autograd.grad(objective(kind, run(as_layout(x, run is not model)), y), params)
+        x = as_layout(x.to(device, non_blocking=True), run is not model)
+        torch.autograd.grad(objective(kind, run(x), y.to(device, non_blocking=True)), params)
 
 
 def eval_floor(prepared: Prepared) -> None:
@@ -465,15 +469,19 @@ def measure_distributed(tiny: bool) -> dict:
         save_checkpoint(create_model("small_cnn", (1, 8, 8), 10, seed=1), tmp / "model.safetensors")
         common = ["importance", "--dataset", "digits", "--forget", "class:3", "--checkpoint", str(tmp / "model.safetensors"),
                   "--json"]
-        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+                   CUDA_VISIBLE_DEVICES="")  # both on the CPU: the sharding is compared, not devices
         timings = {}
         for name, launcher in (("one", [sys.executable, "-m", "core"]),
                                ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                         "--nproc_per_node=2", "-m", "core"])):
             started = time.perf_counter()
-            done = subprocess.run([*launcher, *common, "--cache-dir", str(tmp / name), "--output", str(tmp / f"{name}.st")],
-                                  capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1],
-                                  timeout=600)
+            try:
+                done = subprocess.run([*launcher, *common, "--cache-dir", str(tmp / name), "--output",
+                                       str(tmp / f"{name}.st")], capture_output=True, text=True, env=env,
+                                      cwd=Path(__file__).resolve().parents[1], timeout=600)
+            except subprocess.TimeoutExpired:
+                return {"error": f"the {name}-process run took over 600 s", "processes": 2}
             timings[name] = time.perf_counter() - started
             if done.returncode != 0:
                 return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1], "processes": 2}

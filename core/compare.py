@@ -138,7 +138,8 @@ def compare(prepared, methods: Sequence[str] = DEFAULT_COMPARISON, repeats: int 
             _report(progress, step / n_steps, f"{method.label}: run {repeat + 1}/{repeats}")
             sub = None if progress is None else (lambda f, m, s=step: _report(progress, (s + f) / n_steps, m))
             run = run_method(name, task, seed=repeat, params=resolved[name], progress=sub)
-            result = evaluate(run.model, prepared.dataset, prepared.split, batch_mean=batch_mean)
+            model = run.model.to(next(prepared.model.parameters()).device)  # trained ones come back on the CPU
+            result = evaluate(model, prepared.dataset, prepared.split, batch_mean=batch_mean)
             extra = importance_seconds.get(method.importance_kind, 0.0)
             rows.append({"method": name, "label": method.label, "repeat": repeat, "seed": repeat,
                          "d_r": result.d_r, "d_f": result.d_f, "test": result.test, "mia": result.mia,

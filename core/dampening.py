@@ -139,7 +139,7 @@ def selected_betas(imp_full: Importance, imp_forget: Importance, alpha: float, l
     for name in imp_full:
         selected, beta = selection(imp_full[name], imp_forget[name], alpha, lambda_)
         parts.append(beta[selected].flatten())
-    return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.float32)
+    return torch.cat(parts).cpu().numpy() if parts else np.zeros(0, dtype=np.float32)
 
 
 def _check_keys(model: nn.Module, *maps: Importance) -> None:
@@ -191,5 +191,5 @@ def ratio_histogram(imp_full: Importance, imp_forget: Importance, bins: int = 12
         no_signal += int(((full == 0) & (forget == 0)).sum())
         only_full += int(((full > 0) & (forget == 0)).sum())
         log_ratio = torch.log10(forget[both] / full[both]).clamp(lo, hi - 1e-9)
-        counts += torch.histc(log_ratio, bins=bins, min=lo, max=hi).to(torch.int64)
+        counts += torch.histc(log_ratio, bins=bins, min=lo, max=hi).to(torch.int64).cpu()
     return RatioHistogram(np.linspace(lo, hi, bins + 1), counts.numpy(), only_forget, no_signal, only_full)

@@ -55,8 +55,8 @@ class Dataset:
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) uint8 → float32, scaled to 0..1 and standardised per channel."""
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x_uint8.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x_uint8.device).view(1, -1, 1, 1)
         return (x_uint8.to(torch.float32) / 255.0 - mean) / std
 
 

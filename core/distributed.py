@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable, Iterator
 
 import torch
@@ -89,14 +90,20 @@ def from_environment() -> Group | None:
     import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
-    if torch.cuda.is_available() and torch.cuda.device_count() > local_rank:
+    if one_gpu_each(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)):
         backend, device = "nccl", torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
         backend, device = "gloo", torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
+    if not dist.is_initialized():  # rank 0 may train the baseline first while the others wait
+        dist.init_process_group(backend, timeout=timedelta(hours=4))
     return Group(dist.get_rank(), dist.get_world_size(), local_rank, backend, device)
+
+
+def one_gpu_each(local_processes: int) -> bool:
+    """NCCL needs a GPU of its own for every process on this machine (it refuses two on one GPU);
+    every process decides from the same counts, so all pick the same backend."""
+    return torch.cuda.is_available() and torch.cuda.device_count() >= local_processes
 
 
 class ShardedLoader:

@@ -23,6 +23,7 @@ from core.errors import UserError
 from core.evaluate import EvalResult, EvalSubset, evaluate, evaluation_subset, needs_subset, score
 from core.importance import Importance, cached_importance, validate
 from core.models import MODELS, create_model, default_device, load_checkpoint, weights_hash
+from core.runtime import synchronize
 from core.splits import D_ORDERS, ForgetSpec, ForgetSplit, images_split, make_split
 from core.train import default_config, trained_model
 
@@ -396,4 +397,5 @@ class timed:
         self.start = time.perf_counter()
 
     def __exit__(self, *exc):
+        synchronize()  # a GPU's queued kernels are part of the block
         self.timings[self.name] = time.perf_counter() - self.start

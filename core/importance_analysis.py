@@ -56,7 +56,7 @@ def stratified_quotas(sizes: list[int], total: int, floor: int = 20) -> list[int
 
 
 def _sampled(imp: Importance, name: str, index: np.ndarray) -> np.ndarray:
-    return imp[name].detach().flatten()[torch.from_numpy(index)].double().numpy()
+    return imp[name].detach().cpu().flatten()[torch.from_numpy(index)].double().numpy()
 
 
 # --- per-layer distributions --------------------------------------------------------------------------

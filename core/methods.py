@@ -37,6 +37,7 @@ from core.errors import UserError
 from core.importance import Importance, compute_importance
 from core.models import MODELS, create_model, default_device
 from core.registry import Registry
+from core.runtime import seeded, synchronize
 from core.splits import ForgetSplit
 from core.train import TrainConfig, default_config, fit
 
@@ -164,17 +165,18 @@ def run_method(name: str, task: UnlearnTask, seed: int = 0, params: Mapping[str,
     """Run one method on ``task``: a new model, the resolved parameters and the wall time.
 
     Torch's global RNG is seeded with ``seed`` inside (and restored after), so a method is
-    deterministic under a seed. Raises ``UserError`` when the method cannot run on the target.
+    deterministic under a seed (on a GPU, up to the last bits of a few backward kernels). Raises
+    ``UserError`` when the method cannot run on the target.
     """
     method = METHODS.get(name)
     reason = method.unavailable_reason(task.split)
     if reason:
         raise UserError(reason)
     resolved = method.resolve_params(task, params)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         started = time.perf_counter()
         model = method.fn(task, resolved, seed, progress)
+        synchronize()
         seconds = time.perf_counter() - started
     return MethodRun(name, model.eval(), resolved, seconds, seed)
 

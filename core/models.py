@@ -13,6 +13,7 @@ from torch import nn
 
 from core.errors import CheckpointError, UserError
 from core.registry import Registry
+from core.runtime import seeded, use_gpu_numerics
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,17 @@ MODELS: Registry[ModelInfo] = Registry("model")
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU when there is one (with float32 kept IEEE there: ``use_gpu_numerics``), else the CPU."""
+    if torch.cuda.is_available():
+        use_gpu_numerics()
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def create_model(name: str, image_shape: tuple[int, int, int], num_classes: int, seed: int = 0) -> nn.Module:
     """A freshly initialised model (weights drawn from ``seed``), in eval mode, on the CPU."""
     info = MODELS.get(name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = info.build(tuple(image_shape), num_classes)
     return model.eval()
 

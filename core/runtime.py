@@ -17,9 +17,14 @@ size of the caches (``CPU_CHUNK_BYTES``) ran the CIFAR-shaped small CNN 2× and 
 ~1.25× faster than chunks of 512 (measured here: chunks of 64–128 images, 32 for ResNet18), with
 bit-for-bit equal logits. ``eval_chunk_size`` sizes them from a one-image probe; on a GPU chunks
 stay at 512.
+
+GPU: ``use_gpu_numerics`` keeps CUDA's float32 IEEE (cuDNN would run convolutions in TF32, a
+10-bit mantissa: ~1e-3 relative error, enough to move elements across the α threshold) and its
+convolution algorithms deterministic; ``synchronize`` makes a timer see the GPU's queued work.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import threading
@@ -47,6 +52,32 @@ def configure_threads(count: int | None = None) -> int:
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
+
+
+def use_gpu_numerics() -> None:
+    """Float32 means float32 on CUDA too: no TF32 in convolutions or matrix products (a faster
+    arithmetic is opt-in and labelled, like bf16), and deterministic cuDNN algorithms so a seed
+    gives the same model (a few CUDA backward kernels still add with atomics: last bits may vary)."""
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued kernels (nothing to do when CUDA was never used)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Torch's global RNG seeded with ``seed`` inside the block and restored after: the CPU's, and
+    each GPU's already in use (``torch.manual_seed`` reseeds those too)."""
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(seed)
+        yield
 
 
 def prefers_channels_last(model: nn.Module) -> bool:

@@ -90,3 +90,17 @@ def test_bad_options_are_one_line_errors():
         assert done.returncode == 2
         assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip().removeprefix('error: ')}"]
         assert message in done.stderr
+
+
+def test_the_prepared_gpu_check_runs_on_this_device(tmp_path):
+    """scripts/gpu_check.py (for a session lent a GPU) runs on whatever device is here: a slider
+    move's logits equal the full forward's bit for bit, and I_D equals the CPU's."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", LFSSD_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--tiny", "--no-bench",
+                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    (check,) = report["checks"]
+    assert [row["alpha"] for row in check["prefix"]] == [1.0, 2.0, 3.5, 5.0]
+    assert report["all_bitwise_equal"] and all(row["max_abs_difference"] == 0.0 for row in check["prefix"])
+    assert check["importance_vs_cpu"]["max_relative_difference"] <= 1e-6

@@ -30,6 +30,14 @@ def test_same_seed_same_weights_other_seed_other_weights():
     assert weights_hash(a) == weights_hash(b) != weights_hash(c)
 
 
+def test_creating_a_model_leaves_the_callers_random_stream_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    torch.manual_seed(123)
+    create_model("small_cnn", (1, 8, 8), 10, seed=7)  # seeds torch's global RNG inside, restores it after
+    assert torch.equal(torch.rand(5), expected)
+
+
 def test_resnet18_cifar_has_the_paper_shape():
     model = create_model("resnet18", (3, 32, 32), 100)
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
