@@ -44,7 +44,7 @@ from core.dataset import Dataset
 from core.errors import UserError
 from core.evaluate import evaluate, evaluation_images, predict_logits
 from core.experiment import ExperimentConfig, Importances, Prepared, forget, prepare, prepared_from, sweep, timed
-from core.importance import compute_importance, objective
+from core.importance import compute_importance, max_relative_difference, objective
 from core.models import MODELS, create_model, default_device
 from core.runtime import as_layout, configure_threads, layout_copy, synchronize
 from core.splits import make_split
@@ -486,7 +486,7 @@ def measure_distributed(tiny: bool) -> dict:
             if done.returncode != 0:
                 return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1], "processes": 2}
         one, two = load_file(str(tmp / "one.st")), load_file(str(tmp / "two.st"))
-    worst = max(float((one[k] - two[k]).abs().max() / one[k].abs().max().clamp_min(1e-30)) for k in one)
+    worst = max_relative_difference(one, two)
     return {"processes": 2, "backend": "gloo", "dataset": "digits", "model": "small_cnn (random weights)",
             "max_relative_difference": worst, "seconds_one_process": timings["one"],
             "seconds_two_processes": timings["two"],

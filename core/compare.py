@@ -20,6 +20,7 @@ import torch
 from core.errors import UserError
 from core.evaluate import evaluate
 from core.methods import DEFAULT_COMPARISON, METHODS, UnlearnTask, compute_full_importance, run_method
+from core.models import model_device
 
 Progress = Callable[[float, str], None]
 
@@ -138,7 +139,7 @@ def compare(prepared, methods: Sequence[str] = DEFAULT_COMPARISON, repeats: int 
             _report(progress, step / n_steps, f"{method.label}: run {repeat + 1}/{repeats}")
             sub = None if progress is None else (lambda f, m, s=step: _report(progress, (s + f) / n_steps, m))
             run = run_method(name, task, seed=repeat, params=resolved[name], progress=sub)
-            model = run.model.to(next(prepared.model.parameters()).device)  # trained ones come back on the CPU
+            model = run.model.to(model_device(prepared.model))  # trained ones come back on the CPU
             result = evaluate(model, prepared.dataset, prepared.split, batch_mean=batch_mean)
             extra = importance_seconds.get(method.importance_kind, 0.0)
             rows.append({"method": name, "label": method.label, "repeat": repeat, "seed": repeat,

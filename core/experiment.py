@@ -22,7 +22,7 @@ from core.dataset import Dataset
 from core.errors import UserError
 from core.evaluate import EvalResult, EvalSubset, evaluate, evaluation_subset, needs_subset, score
 from core.importance import Importance, cached_importance, validate
-from core.models import MODELS, create_model, default_device, load_checkpoint, weights_hash
+from core.models import MODELS, create_model, default_device, load_checkpoint, model_device, weights_hash
 from core.runtime import synchronize
 from core.splits import D_ORDERS, ForgetSpec, ForgetSplit, images_split, make_split
 from core.train import default_config, trained_model
@@ -207,7 +207,7 @@ def retrain_reference(prepared: Prepared, cache: TensorCache | None = None,
     train_config = default_config(config.model, prepared.dataset.name, epochs=config.epochs, seed=config.seed)
     model, _ = trained_model(config.model, prepared.dataset, train_config, indices=prepared.split.retain_train,
                              cache=cache or TensorCache(), progress=progress)
-    return evaluate(model.to(_device(prepared.model)), prepared.dataset, prepared.split)
+    return evaluate(model.to(model_device(prepared.model)), prepared.dataset, prepared.split)
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,12 +262,8 @@ def _plan(prepared: Prepared, alpha: float, lambda_: float):
     validate_hyperparameters(alpha, lambda_)
     _check_keys(prepared.model, prepared.imp_full, prepared.imp_forget)
     names = [name for name, _ in prepared.model.named_parameters()]
-    imp_full, imp_forget = prepared.evaluations.importances_on(prepared, _device(prepared.model))
+    imp_full, imp_forget = prepared.evaluations.importances_on(prepared, model_device(prepared.model))
     return plan_dampening(names, imp_full, imp_forget, alpha, lambda_)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 class _Evaluation:

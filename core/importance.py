@@ -171,6 +171,12 @@ def _sample_step_vmap(model, params, totals, kind, x, y) -> int:
     return len(x)
 
 
+def max_relative_difference(reference: Importance, other: Importance) -> float:
+    """Largest |reference − other| over each tensor, relative to that tensor's largest |reference|."""
+    return max(float((reference[k] - other[k]).abs().max() / reference[k].abs().max().clamp_min(1e-30))
+               for k in reference)
+
+
 def cached_importance(model: nn.Module, loader, kind: str, mode: str, cache, model_key: str,
                       progress: Progress | None = None, per_sample: str = "vmap",
                       group=None) -> tuple[Importance, bool]:

@@ -43,6 +43,11 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live."""
+    return next(model.parameters()).device
+
+
 def create_model(name: str, image_shape: tuple[int, int, int], num_classes: int, seed: int = 0) -> nn.Module:
     """A freshly initialised model (weights drawn from ``seed``), in eval mode, on the CPU."""
     info = MODELS.get(name)

@@ -64,9 +64,13 @@ def use_gpu_numerics() -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def _gpu_in_use() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
 def synchronize() -> None:
     """Wait for the GPU's queued kernels (nothing to do when CUDA was never used)."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if _gpu_in_use():
         torch.cuda.synchronize()
 
 
@@ -74,7 +78,7 @@ def synchronize() -> None:
 def seeded(seed: int):
     """Torch's global RNG seeded with ``seed`` inside the block and restored after: the CPU's, and
     each GPU's already in use (``torch.manual_seed`` reseeds those too)."""
-    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    gpus = list(range(torch.cuda.device_count())) if _gpu_in_use() else []
     with torch.random.fork_rng(devices=gpus):
         torch.manual_seed(seed)
         yield

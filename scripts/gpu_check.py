@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +29,9 @@ import torch  # noqa: E402
 from core.bench import _synthetic  # noqa: E402
 from core.dampening import plan_dampening  # noqa: E402
 from core.evaluate import predict_logits  # noqa: E402
-from core.experiment import ExperimentConfig, forget, prepare  # noqa: E402
-from core.importance import compute_importance  # noqa: E402
-from core.models import MODELS, default_device  # noqa: E402
+from core.experiment import ExperimentConfig, forget, prepare, timed  # noqa: E402
+from core.importance import compute_importance, max_relative_difference  # noqa: E402
+from core.models import MODELS, default_device, model_device  # noqa: E402
 
 ALPHAS = (1.0, 2.0, 3.5, 5.0)
 
@@ -53,25 +52,23 @@ def prefix_agreement(p) -> list[dict]:
 
 
 def evaluator_maps(p):
-    return p.evaluations.importances_on(p, next(p.model.parameters()).device)
+    return p.evaluations.importances_on(p, model_device(p.model))
 
 
 def importance_agreement(p) -> dict:
     """I_D on the model's device against the same weights' I_D on the CPU."""
     loader = p.split.full_loader(p.dataset, p.batch_size, p.config.d_order)
     per_sample = MODELS.get(p.config.model).per_sample
-    started = time.perf_counter()
-    here = compute_importance(p.model, loader, "lfssd", "batch", per_sample=per_sample)
-    seconds_here = time.perf_counter() - started
-    started = time.perf_counter()
-    cpu = compute_importance(copy.deepcopy(p.model).cpu(), loader, "lfssd", "batch", per_sample=per_sample)
-    seconds_cpu = time.perf_counter() - started
-    worst = max(float((here[k] - cpu[k]).abs().max() / cpu[k].abs().max().clamp_min(1e-30)) for k in cpu)
-    return {"max_relative_difference": worst, "seconds_on_device": seconds_here, "seconds_on_cpu": seconds_cpu}
+    seconds = {}
+    with timed(seconds, "seconds_on_device"):
+        here = compute_importance(p.model, loader, "lfssd", "batch", per_sample=per_sample)
+    with timed(seconds, "seconds_on_cpu"):
+        cpu = compute_importance(copy.deepcopy(p.model).cpu(), loader, "lfssd", "batch", per_sample=per_sample)
+    return {"max_relative_difference": max_relative_difference(cpu, here), **seconds}
 
 
 def check(name: str, p) -> dict:
-    return {"workload": name, "device": str(next(p.model.parameters()).device),
+    return {"workload": name, "device": str(model_device(p.model)),
             "prefix": prefix_agreement(p), "importance_vs_cpu": importance_agreement(p)}
 
 
