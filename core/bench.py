@@ -17,7 +17,8 @@ seconds are reported as context only; the ratios are the results.
 | torchrun                        | largest relative difference, 2 gloo processes against 1                     |
 
 Workloads: the default (digits, small CNN), MNIST-5k (small CNN) for the prefix saving, and a
-CIFAR-shaped one (32×32×3, 10 classes, synthetic pixels: speed does not depend on content) with
+CIFAR-shaped one (32×32×3, 10 classes, synthetic pixels: a pass costs the same whatever the
+content; what the prefix cache skips does depend on it, see ``scripts/sweep_selection.py``) with
 the small CNN and ResNet18-CIFAR. Opt-in, ``cifar-scale``: ResNet18's α sweep on a CIFAR-shaped
 set just large enough that slider moves score the stratified subset (~40 minutes on one core).
 ``tiny=True`` shrinks everything to seconds (for tests).
@@ -178,9 +179,15 @@ def _synthetic(name: str, model_name: str, shape: tuple[int, int, int], n_train:
     labels = lambda n: torch.arange(n) % classes  # noqa: E731
     dataset = Dataset(name, pixels(n_train), labels(n_train), pixels(n_test), labels(n_test),
                       tuple(str(c) for c in range(classes)), (0.5,) * shape[0], (0.25,) * shape[0])
+    return prepared_for(dataset, model_name, create_model(model_name, shape, classes, seed=seed))
+
+
+def prepared_for(dataset: Dataset, model_name: str, model: torch.nn.Module) -> Prepared:
+    """``model`` (a ``model_name``) ready to forget class 3 of ``dataset``: LFSSD importances in
+    batch mode, their seconds in ``timings``, the baseline scored."""
     split = make_split(dataset, "class:3")
-    model = create_model(model_name, shape, classes, seed=seed).to(default_device())  # where prepare() puts it
-    config = ExperimentConfig(dataset=name, model=model_name, forget="class:3")
+    model = model.to(default_device())  # where prepare() puts it
+    config = ExperimentConfig(dataset=dataset.name, model=model_name, forget="class:3")
     batch = split.reference_batch_size
     per_sample = MODELS.get(model_name).per_sample
     timings = {}

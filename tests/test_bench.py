@@ -104,3 +104,23 @@ def test_the_prepared_gpu_check_runs_on_this_device(tmp_path):
     assert [row["alpha"] for row in check["prefix"]] == [1.0, 2.0, 3.5, 5.0]
     assert report["all_bitwise_equal"] and all(row["max_abs_difference"] == 0.0 for row in check["prefix"])
     assert check["importance_vs_cpu"]["max_relative_difference"] <= 1e-6
+
+
+def test_sweep_selection_trains_on_real_digits_and_reports_each_alpha(tmp_path):
+    """scripts/sweep_selection.py: a model trained on MNIST-5k digits shaped 32×32×3, then the
+    bench's 10 α, each with its selection and the first stage a move recomputes."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep_selection.py"), "--model", "small_cnn",
+                           "--train", "200", "--test", "40", "--epochs", "3", "--json", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["baseline"]["d_r"] > 40  # learnt the digits (chance: 10 %)
+    alphas = [q["alpha"] for q in report["points"]]
+    assert len(alphas) == 10 and alphas[0] == 1.0 and alphas == sorted(alphas)
+    selected = [q["selected"] for q in report["points"]]
+    assert selected == sorted(selected, reverse=True) and 0 < selected[-1] < selected[0] < report["parameters"]
+    assert {q["first_recomputed_stage"] for q in report["points"]} <= set(report["stages"])
+    assert report["importance_bound"] > 1
+    table = done.stdout.splitlines()
+    assert len(table) == 1 + 1 + 10 + 1 and f"{selected[0]:,}" in table[2]
