@@ -8,7 +8,7 @@ elements selected, the first stage recomputed, the seconds of the move and the t
 
 Usage: python scripts/sweep_selection.py [--model resnet18] [--train 192] [--test 38]
                                          [--epochs 25] [--threads N] [--json FILE]
-(ResNet18 at the defaults: ~4 minutes of training and ~1 minute of sweep on 2 cores.)
+(ResNet18 at the defaults, one thread: ~6 minutes of training, ~1 minute of sweep.)
 """
 from __future__ import annotations
 
