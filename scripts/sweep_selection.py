@@ -29,7 +29,8 @@ from core.bench import prepared_for, sweep_alphas  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.dataset import Dataset  # noqa: E402
 from core.experiment import sweep  # noqa: E402
-from core.models import create_model  # noqa: E402
+from core.errors import UserError  # noqa: E402
+from core.models import MODELS, create_model  # noqa: E402
 from core.runtime import configure_threads  # noqa: E402
 from core.train import default_config, fit  # noqa: E402
 
@@ -48,6 +49,8 @@ def digits_as_cifar(n_train: int, n_test: int, seed: int = 0) -> Dataset:
 
 def sweep_selection(model_name: str, n_train: int, n_test: int, epochs: int) -> dict:
     dataset = digits_as_cifar(n_train, n_test)
+    if not bool((dataset.train_y == 3).any()):
+        raise UserError(f"none of the {n_train} training digits drawn is a 3 (the class forgotten): draw more")
     model = create_model(model_name, dataset.image_shape, dataset.num_classes, seed=0)
     started = time.perf_counter()
     if epochs:
@@ -84,8 +87,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
+    if min(args.train, args.test) < 1 or args.epochs < 0 or (args.threads is not None and args.threads < 1):
+        parser.error("--train, --test and --threads must be ≥ 1, --epochs ≥ 0")
+    if args.model not in MODELS:
+        parser.error(f"unknown model '{args.model}'; choose from: {', '.join(MODELS)}")
     configure_threads(args.threads)
-    report = sweep_selection(args.model, args.train, args.test, args.epochs)
+    try:
+        report = sweep_selection(args.model, args.train, args.test, args.epochs)
+    except UserError as error:
+        parser.error(str(error))
     print(f"{report['model']} on {report['train']} + {report['test']} {report['images']} images, "
           f"{report['epochs']} epochs ({report['training_seconds']:.0f} s): D_r {report['baseline']['d_r']:.1f} %, "
           f"D_f {report['baseline']['d_f']:.1f} % before forgetting; I_D + I_Df {report['importance_seconds']:.1f} s")
