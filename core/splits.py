@@ -123,6 +123,8 @@ def _by_mask(mask_train: torch.Tensor, mask_test: torch.Tensor):
 
 def _class_split(dataset: Dataset, spec: ForgetSpec) -> ForgetSplit:
     cls = _resolve_name(spec.value, dataset.classes, "class", dataset.name)
+    if not (dataset.train_y == cls).any():
+        raise UserError(f"class {cls} ('{dataset.classes[cls]}') has no training images in {dataset.name}")
     parts = _by_mask(dataset.train_y == cls, dataset.test_y == cls)
     return ForgetSplit(spec, f"class {cls} ('{dataset.classes[cls]}')", *parts, forget_class=cls)
 

@@ -130,7 +130,7 @@ def test_sweep_selection_bad_options_are_one_line_errors():
     for args, message in ((("--train", "0"), "--train, --test and --threads must be ≥ 1"),
                           (("--model", "nope"), "unknown model 'nope'"),
                           (("--train", "5", "--test", "5", "--epochs", "0", "--model", "small_cnn"),
-                           "none of the 5 training digits drawn is a 3")):
+                           "class 3 ('3') has no training images in mnist5k as 32×32×3")):
         done = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep_selection.py"), *args],
                               capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
         assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -22,6 +22,15 @@ def test_class_split_partitions_train_and_test(digits):
     assert torch.all(digits.test_y[split.forget_test] == 3) and torch.all(digits.test_y[split.retain_test] != 3)
 
 
+def test_a_class_without_training_images_is_a_clear_error(digits):
+    keep = digits.train_y != 3
+    no_threes = Dataset("digits without train 3s", digits.train_x[keep], digits.train_y[keep], digits.test_x,
+                        digits.test_y, digits.classes, digits.mean, digits.std)
+    with pytest.raises(UserError, match=r"class 3 \('3'\) has no training images in digits without train 3s"):
+        make_split(no_threes, "class:3")
+    assert make_split(no_threes, "class:4").forget_class == 4
+
+
 def test_reference_order_sorts_retained_by_class_and_appends_forget(digits):
     split = make_split(digits, "class:3")
     order = split.d_order(digits, "reference")
