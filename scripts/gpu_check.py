@@ -26,7 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from core.bench import _synthetic  # noqa: E402
+from core.bench import _cifar_resnet18  # noqa: E402
+from core.cache import TensorCache  # noqa: E402
 from core.dampening import plan_dampening  # noqa: E402
 from core.evaluate import predict_logits  # noqa: E402
 from core.experiment import ExperimentConfig, forget, prepare, timed  # noqa: E402
@@ -84,9 +85,7 @@ def main() -> int:
     if device.type == "cuda":
         report["fp32_precision"] = {"cudnn.conv": torch.backends.cudnn.conv.fp32_precision,
                                     "cuda.matmul": torch.backends.cuda.matmul.fp32_precision}
-    workloads = [("resnet18, synthetic", lambda: _synthetic("cifar-shaped (synthetic)", "resnet18",
-                                                            (3, 8, 8) if args.tiny else (3, 32, 32),
-                                                            40 if args.tiny else 192, 8 if args.tiny else 38))]
+    workloads = [("resnet18, synthetic", lambda: _cifar_resnet18(args.tiny, TensorCache()).prepared)]  # the bench's
     if not args.tiny:
         workloads.insert(0, ("small_cnn, digits", lambda: prepare(ExperimentConfig(dataset="digits"))))
     for name, build in workloads:
