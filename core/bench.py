@@ -1,7 +1,8 @@
 """``python -m core bench``: how fast the engine is, as ratios against floors measured beside it.
 
 Every comparison runs in this one process, its contenders interleaved (a, b, a, b, …) so a
-change in the machine's load hits both alike, and the minimum of the repeats is kept. Absolute
+change in the machine's load hits both alike, and the minimum of the repeats is kept; the α
+sweep, too long to repeat, is timed once a side, ours split around the naive points. Absolute
 seconds are reported as context only; the ratios are the results.
 
 | ratio                           | what / against what                                                        |
@@ -333,24 +334,33 @@ def naive_point(p: Prepared, alpha: float, dataset: Dataset, split) -> None:
 def measure_sweep(w: Workload, importance: dict) -> dict:
     """10 α from 1 to the ratio ceiling (log-spaced): ours on cached importances, against the
     naive way (both importances recomputed, a deep copy dampened and scored, per α). "Cold" adds
-    our one-off work: I_D, I_Df and the baseline pass that fills the activation cache."""
+    our one-off work: I_D, I_Df and the baseline pass that fills the activation cache.
+
+    Each side is timed once, side by side: our sweep's first half, then the naive points, then
+    its second half, so a machine that speeds up or slows down during the run weighs on both."""
     p = w.prepared
     alphas = sweep_alphas(p)
     full_loader = p.split.full_loader(p.dataset, p.batch_size, p.config.d_order)
     forget_loader = p.split.forget_loader(p.dataset, p.batch_size)
     importances = _importance_pass(p)
     naive_points = [alphas[round(i * (len(alphas) - 1) / max(w.naive_points - 1, 1))] for i in range(w.naive_points)]
-    naive_started = time.perf_counter()
-    for alpha in naive_points:
-        naive_point(p, alpha, p.dataset, p.split)
-    naive_seconds = (time.perf_counter() - naive_started) * len(alphas) / len(naive_points)
     once = {}
     for name, fn in (("I_D", lambda: importances(full_loader)), ("I_Df", lambda: importances(forget_loader)),
                      ("baseline_pass", lambda: prepared_from(Importances(p.config, p.dataset, p.model, p.split,
                                                                          p.imp_full, p.imp_forget, {}, {})))):
         with timed(once, name):
             fn()
-    ours = race({"ours": lambda: sweep(p, alphas, [1.0])}, max(1, w.repeats - 1), warmup=False)["ours"]
+    took = {}
+    half = len(alphas) // 2
+    with timed(took, "ours_first_half"):
+        sweep(p, alphas[:half], [1.0])
+    with timed(took, "naive"):
+        for alpha in naive_points:
+            naive_point(p, alpha, p.dataset, p.split)
+    with timed(took, "ours_second_half"):
+        sweep(p, alphas[half:], [1.0])
+    naive_seconds = took["naive"] * len(alphas) / len(naive_points)
+    ours = took["ours_first_half"] + took["ours_second_half"]
     cold = ours + sum(once.values())
     return {"alphas": alphas, "points": len(alphas), "naive_seconds": naive_seconds,
             "naive_points_run": len(naive_points),
@@ -358,6 +368,7 @@ def measure_sweep(w: Workload, importance: dict) -> dict:
                            f"{len(naive_points)} of {len(alphas)} naive points run, scaled ×{len(alphas) / len(naive_points):.3g} "
                            "(each naive point repeats the same work)"),
             "ours_seconds": ours, "ours_cold_seconds": cold, "one_off_seconds": once,
+            "timing": f"one run each: our first {half} points, the naive points, our last {len(alphas) - half}",
             "speedup": naive_seconds / ours, "speedup_cold": naive_seconds / cold,
             # what caching the importances alone gives (a naive point = I_D + I_Df + a point like
             # ours); the prefix cache, making our point cheaper than a full evaluation, adds to it

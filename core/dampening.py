@@ -30,9 +30,11 @@ class LayerReport:
     name: str
     numel: int
     selected: int
-    beta_mean: float  # over the selected elements; nan when none is selected
-    beta_min: float
-    beta_max: float
+    # β over the selected elements: nan when none is selected, None when not asked for (a sweep
+    # needs only the counts, and these cost more than the selection itself)
+    beta_mean: float | None
+    beta_min: float | None
+    beta_max: float | None
 
     @property
     def fraction(self) -> float:
@@ -94,9 +96,10 @@ class DampeningPlan:
 
 
 def plan_dampening(names, imp_full: Importance, imp_forget: Importance, alpha: float,
-                   lambda_: float) -> DampeningPlan:
+                   lambda_: float, beta_stats: bool = True) -> DampeningPlan:
     """Equation 1 for the parameter tensors ``names`` (in model order); nothing is modified.
-    The importances may live on any device; β comes back on theirs."""
+    The importances may live on any device; β comes back on theirs. ``beta_stats=False`` leaves
+    the report's β mean, min and max as None (counts only)."""
     validate_hyperparameters(alpha, lambda_)
     layers, betas, masks = [], {}, {}
     for name in names:
@@ -107,7 +110,8 @@ def plan_dampening(names, imp_full: Importance, imp_forget: Importance, alpha: f
             layers.append(LayerReport(name, selected.numel(), 0, math.nan, math.nan, math.nan))
             continue
         betas[name], masks[name] = _beta(full, forget, selected, lambda_), selected
-        layers.append(_layer_report(name, selected, betas[name], count))
+        layers.append(_layer_report(name, selected, betas[name], count) if beta_stats
+                      else LayerReport(name, selected.numel(), count, None, None, None))
     return DampeningPlan(DampeningReport(float(alpha), float(lambda_), tuple(layers)), betas, masks)
 
 

@@ -258,12 +258,12 @@ def baseline_for(prepared: Prepared, result: EvalResult) -> EvalResult:
     return prepared.evaluations.for_mode(prepared, "subset").evaluate(None)
 
 
-def _plan(prepared: Prepared, alpha: float, lambda_: float):
+def _plan(prepared: Prepared, alpha: float, lambda_: float, beta_stats: bool = True):
     validate_hyperparameters(alpha, lambda_)
     _check_keys(prepared.model, prepared.imp_full, prepared.imp_forget)
     names = [name for name, _ in prepared.model.named_parameters()]
     imp_full, imp_forget = prepared.evaluations.importances_on(prepared, model_device(prepared.model))
-    return plan_dampening(names, imp_full, imp_forget, alpha, lambda_)
+    return plan_dampening(names, imp_full, imp_forget, alpha, lambda_, beta_stats)
 
 
 class _Evaluation:
@@ -355,7 +355,8 @@ def sweep(prepared: Prepared, alphas: Sequence[float], lambdas: Sequence[float],
     rows = []
     evaluation = prepared.evaluations.for_mode(prepared, "auto")
     for i, (alpha, lambda_) in enumerate(grid):
-        plan = _plan(prepared, alpha, lambda_)  # one reused model copy, no deep copy per point
+        # counts only (no β statistics), one reused model copy, no deep copy per point
+        plan = _plan(prepared, alpha, lambda_, beta_stats=False)
         result = evaluation.evaluate(plan)
         rows.append({"alpha": alpha, "lambda": lambda_, "selected": plan.report.selected,
                      "selected_fraction": plan.report.fraction, **_scores(result)})

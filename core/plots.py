@@ -45,7 +45,8 @@ def layer_bars_figure(report: DampeningReport) -> go.Figure:
     """Share of each parameter tensor dampened (input → output, top to bottom) and its mean β."""
     names = [layer.name for layer in report.layers][::-1]
     shares = [layer.fraction * 100 for layer in report.layers][::-1]
-    betas = ["—" if math.isnan(layer.beta_mean) else f"{layer.beta_mean:.2f}" for layer in report.layers][::-1]
+    betas = ["—" if layer.beta_mean is None or math.isnan(layer.beta_mean) else f"{layer.beta_mean:.2f}"
+             for layer in report.layers][::-1]
     fig = go.Figure(go.Bar(x=shares, y=names, orientation="h", marker_color=SELECTED,
                            text=[f"{s:.2f} % · β̄ {b}" for s, b in zip(shares, betas)], textposition="auto",
                            hovertemplate="%{y}: %{x:.3f} % dampened<extra></extra>"))

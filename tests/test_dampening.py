@@ -78,6 +78,11 @@ def test_plan_matches_equation_1_written_out_bit_for_bit(alpha, lambda_):
     assert layer.selected == int(selected.sum()) > 0
     assert (layer.beta_min, layer.beta_max) == (float(chosen.min()), float(chosen.max()))
     assert layer.beta_mean == pytest.approx(float(chosen.double().mean()), rel=1e-12, abs=1e-12)
+    counts_only = plan_dampening(["w"], {"w": full}, {"w": forget}, alpha, lambda_, beta_stats=False)
+    assert torch.equal(counts_only.betas["w"], written_out) and torch.equal(counts_only.selected["w"], selected)
+    bare = counts_only.report.layers[0]
+    assert (bare.selected, bare.numel) == (layer.selected, layer.numel)
+    assert (bare.beta_mean, bare.beta_min, bare.beta_max) == (None, None, None)
 
 
 def test_a_tensor_with_nothing_selected_is_left_out_of_the_plan():
