@@ -116,7 +116,8 @@ def run_bench(tiny: bool = False, threads: int | None = None, cache: TensorCache
     cache = cache or TensorCache()
     say = progress or (lambda fraction, message: None)
     out = {"threads": threads, "torch": torch.__version__, "device": _device_name(), "tiny": tiny,
-           "timing": "minimum over interleaved repeats, after one warm-up each; ratios are the results",
+           "timing": "minimum over interleaved repeats, after one warm-up each (the α sweep: its own timing); "
+                     "ratios are the results",
            "workloads": {}}
     builders = {"digits": [_digits], "cifar": [_cifar_small_cnn, _cifar_resnet18], "mnist5k": [], "cifar-scale": []}
     steps = [b for w in workloads for b in builders[w]]
