@@ -123,9 +123,10 @@ def _by_mask(mask_train: torch.Tensor, mask_test: torch.Tensor):
 
 def _class_split(dataset: Dataset, spec: ForgetSpec) -> ForgetSplit:
     cls = _resolve_name(spec.value, dataset.classes, "class", dataset.name)
-    if not (dataset.train_y == cls).any():
+    in_class = dataset.train_y == cls
+    if not in_class.any():
         raise UserError(f"class {cls} ('{dataset.classes[cls]}') has no training images in {dataset.name}")
-    parts = _by_mask(dataset.train_y == cls, dataset.test_y == cls)
+    parts = _by_mask(in_class, dataset.test_y == cls)
     return ForgetSplit(spec, f"class {cls} ('{dataset.classes[cls]}')", *parts, forget_class=cls)
 
 
