@@ -48,7 +48,8 @@ def _experiment_args(p: argparse.ArgumentParser, forget: bool = True, kind: bool
     p.add_argument("--json", action="store_true", help="print one JSON object")
     if forget:
         p.add_argument("--forget", default="class:3",
-                       help="class:<id|name>, subclass:<fine class>, random:<n>[:<seed>], images:<file|folder|glob>")
+                       help="class:<id|name>, subclass:<fine class>, random:<n>[:<seed>], images:<file|folder|glob>, "
+                            "images:test:<class> (a class's test images, labels hidden)")
         if kind:
             p.add_argument("--kind", default="lfssd", help="lfssd (label-free, default) or ssd")
         p.add_argument("--mode", default="batch", help="batch (reference code, default) or sample (paper's eq. 3)")
@@ -392,6 +393,10 @@ def _print_human(command: str, result: dict) -> None:
         for key, label in (("d_r", f"D_r ({base['d_r_split']})"), ("d_f", f"D_f ({base['d_f_split']})"),
                            ("test", "test"), ("mia", "MIA (entropy)")):
             print(f"{label:14}{_fmt(base[key]):>10}{_fmt(new[key]):>11}")
+        print(f"MIA: {new['mia_sets']}")
+        for which, res in (("baseline", base), ("forgotten", new)):
+            if res["mia"] is None:
+                print(f"MIA ({which}): no number, {res['mia_note']}")
     elif command == "sweep":
         print(f"{'alpha':>7}{'lambda':>8}{'selected':>10}{'D_r':>8}{'D_f':>8}{'MIA':>8}")
         for row in result["rows"]:

@@ -26,7 +26,7 @@ Progress = Callable[[float, str], None]
 
 METRICS = ("d_r", "d_f", "test", "mia")
 RUN_COLUMNS = ("method", "label", "repeat", "seed", "d_r", "d_f", "test", "mia", "retain_train", "forget_train",
-               "wall_s", "wall_incl_id_s", "d_r_split", "d_f_split", "accuracy")
+               "wall_s", "wall_incl_id_s", "d_r_split", "d_f_split", "accuracy", "mia_note")
 SUMMARY_STATS = ("d_r", "d_f", "test", "mia", "retain_train", "forget_train", "wall_s", "wall_incl_id_s")
 
 
@@ -146,7 +146,8 @@ def compare(prepared, methods: Sequence[str] = DEFAULT_COMPARISON, repeats: int 
                          "d_r": result.d_r, "d_f": result.d_f, "test": result.test, "mia": result.mia,
                          "retain_train": result.retain_train, "forget_train": result.forget_train,
                          "wall_s": run.seconds, "wall_incl_id_s": run.seconds + extra,
-                         "d_r_split": result.d_r_split, "d_f_split": result.d_f_split, "accuracy": result.accuracy})
+                         "d_r_split": result.d_r_split, "d_f_split": result.d_f_split, "accuracy": result.accuracy,
+                         "mia_note": result.mia_note})
             step += 1
     _report(progress, 1.0, "comparison done")
     runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS))

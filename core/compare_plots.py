@@ -158,6 +158,10 @@ def run_summary(comparison: Comparison) -> str:
     if comparison.importance_seconds:
         passes = ", ".join(f"{kind.upper()} {s:.2f} s" for kind, s in comparison.importance_seconds.items())
         text += f" I_D pass, computed once and reused: {passes}."
+    notes = comparison.runs.dropna(subset=["mia_note"]) if "mia_note" in comparison.runs else comparison.runs[:0]
+    for note, group in notes.groupby("mia_note", sort=False):
+        labels = ", ".join(dict.fromkeys(short_label(m) for m in group["method"]))
+        text += f" MIA gives no number for {labels} ({len(group)} run(s)): {note}."
     methods = set(comparison.summary["method"])
     if "retrain" not in methods:
         text += (f" Distances are to {short_label(comparison.reference)} (Retrain was not run)."

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from core.dataset import Dataset
-from core.mia import mia
+from core.mia import mia_result
 from core.splits import ForgetSplit
 
 Progress = Callable[[float, str], None]
@@ -94,7 +94,7 @@ class EvalResult:
     d_r: float  # headline D_r accuracy (%), on the split named by d_r_split
     d_f: float | None  # headline D_f accuracy (%); None for unlabelled forget images
     test: float  # whole test split (%)
-    mia: float  # % of forget samples the entropy MIA calls "member"
+    mia: float | None  # % of forget samples the entropy MIA calls "member"; None: the fit carries no signal
     retain_train: float
     forget_train: float | None
     d_r_split: str
@@ -104,6 +104,8 @@ class EvalResult:
     accuracy: str = "sample-weighted"  # or "batch-mean (<size>)": the paper protocol's averaging
     sample: EvalSample | None = None  # None: every image was scored (exact); else a subset, with CIs
     numerics: str = "fp32"  # or an opt-in faster arithmetic that changes the numbers, named (e.g. bf16 autocast)
+    mia_note: str | None = None  # why ``mia`` is None
+    mia_sets: str = ""  # which images the attack was fitted on
 
     @property
     def exact(self) -> bool:
@@ -156,11 +158,13 @@ def score(dataset: Dataset, split: ForgetSplit, test_logits: torch.Tensor, train
     forget_test = score_fn(test_logits[split.forget_test], test_y[split.forget_test])
     forget_train = score_fn(forget_logits, train_y[split.forget_train]) if split.labelled else None
     class_wise = split.spec.kind in ("class", "subclass")
+    members, non_members = split.attack_sets(dataset)
+    attack = mia_result(train_logits[members], test_logits[non_members], forget_logits)
     return EvalResult(
         d_r=retain_test,
         d_f=forget_test if class_wise else forget_train,
         test=score_fn(test_logits, test_y),
-        mia=mia(train_logits[split.retain_train], test_logits, forget_logits),
+        mia=attack.score,
         retain_train=score_fn(train_logits[split.retain_train], train_y[split.retain_train]),
         forget_train=forget_train,
         d_r_split="test",
@@ -168,6 +172,8 @@ def score(dataset: Dataset, split: ForgetSplit, test_logits: torch.Tensor, train
         per_class_test=tuple(accuracy(test_logits[test_y == c], test_y[test_y == c]) for c in range(dataset.num_classes)),
         forget_probs=torch.softmax(forget_logits, 1).numpy(),
         accuracy="sample-weighted" if batch_mean is None else f"batch-mean ({batch_mean})",
+        mia_note=attack.reason,
+        mia_sets=split.attack_description(dataset),
     )
 
 

@@ -20,11 +20,11 @@ from core.dampening import DampeningReport, _check_keys, dampen, plan_dampening,
 from core.data import DATASETS, load_dataset
 from core.dataset import Dataset
 from core.errors import UserError
-from core.evaluate import EvalResult, EvalSubset, evaluate, evaluation_subset, needs_subset, score
+from core.evaluate import EvalResult, EvalSubset, evaluate, evaluation_subset, needs_subset, predict_logits, score
 from core.importance import Importance, cached_importance, validate
 from core.models import MODELS, create_model, default_device, load_checkpoint, model_device, weights_hash
 from core.runtime import synchronize
-from core.splits import D_ORDERS, ForgetSpec, ForgetSplit, images_split, make_split
+from core.splits import D_ORDERS, ForgetSpec, ForgetSplit, images_split, make_split, with_attack_exclusion
 from core.train import default_config, trained_model
 
 Progress = Callable[[float, str], None]
@@ -150,6 +150,8 @@ def load_importances(config: ExperimentConfig, cache: TensorCache | None = None,
             model = model.to(default_device())
         else:
             model, hits["model"] = group.same_model(lambda: baseline_model(config, dataset, cache, stage.next("model")))
+    if not split.labelled:  # the attack's sets depend on what the baseline makes of the images
+        split = with_attack_exclusion(split, predict_logits(model, dataset, split.forget_images).argmax(1))
     batch_size = config.batch_size or split.reference_batch_size
     per_sample = MODELS.get(config.model).per_sample
     model_key = weights_hash(model)

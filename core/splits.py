@@ -2,11 +2,12 @@
 D_r and the test-split counterparts.
 
 Spec strings: ``class:<id or name>``, ``subclass:<fine class name or id>`` (CIFAR-20),
-``random:<n>[:<seed>]`` and ``images:<file, folder or glob>`` (unlabelled).
+``random:<n>[:<seed>]`` and ``images:<file, folder or glob>`` or ``images:test:<class>`` (unlabelled;
+the latter is a class's test images with the labels hidden from the method).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -32,7 +33,7 @@ class ForgetSpec:
         if not sep or kind not in TARGET_KINDS or not value.strip():
             raise UserError(
                 f"bad forget target '{text}'; use class:<id or name>, subclass:<fine class>, "
-                "random:<n>[:<seed>] or images:<file, folder or glob>")
+                "random:<n>[:<seed>], images:<file, folder or glob> or images:test:<class>")
         return cls(kind, value.strip())
 
     def __str__(self) -> str:
@@ -53,6 +54,9 @@ class ForgetSplit:
     forget_class: int | None = None
     forget_images: torch.Tensor | None = None  # (K, C, H, W) uint8, unlabelled
     forget_names: tuple[str, ...] = field(default=())
+    # unlabelled targets: classes whose images the membership attack leaves out of both sides (the
+    # classes the baseline assigns the forget images to; see ``attack_sets``)
+    attack_excluded: tuple[int, ...] = ()
 
     @property
     def labelled(self) -> bool:
@@ -65,6 +69,30 @@ class ForgetSplit:
     @property
     def num_forget(self) -> int:
         return len(self.forget_images) if self.forget_images is not None else len(self.forget_train)
+
+    def attack_sets(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train indices of the attack's members, test indices of its non-members).
+
+        Labelled targets: the papers' sets, D_r's training images against the whole test split.
+        Unlabelled images: every training image against every test image, less the images of
+        ``attack_excluded``. Left in, those classes are, after forgetting, equally uncertain as
+        members and as non-members, the fit goes flat and its sign is noise (measured: 97.8 or 0.0
+        by the training seed); left out, the fit has a slope on every seed.
+        """
+        if self.labelled:
+            return self.retain_train, torch.arange(len(dataset.test_y))
+        keep = lambda labels: ~torch.isin(labels, torch.tensor(self.attack_excluded, dtype=labels.dtype))  # noqa: E731
+        return torch.nonzero(keep(dataset.train_y)).flatten(), torch.nonzero(keep(dataset.test_y)).flatten()
+
+    def attack_description(self, dataset: Dataset) -> str:
+        """Which images the membership attack was fitted on, in words."""
+        if self.labelled:
+            return "members: D_r's training images; non-members: the whole test split (the papers' sets)"
+        if not self.attack_excluded:
+            return "members: every training image; non-members: every test image"
+        names = ", ".join(f"{c} ('{dataset.classes[c]}')" for c in self.attack_excluded)
+        return (f"members: training images; non-members: test images; both without class {names}, "
+                "which the baseline assigns the forget images to")
 
     def d_order(self, dataset: Dataset, order: str = "reference") -> torch.Tensor:
         """Train indices of D in the order importance is accumulated.
@@ -163,8 +191,33 @@ def _random_split(dataset: Dataset, spec: ForgetSpec) -> ForgetSplit:
 def _images_split(dataset: Dataset, spec: ForgetSpec) -> ForgetSplit:
     from core.images import load_images
 
-    images, names = load_images(spec.value, dataset.image_shape, dataset.dark_background)
+    if spec.value.startswith(TEST_IMAGES_PREFIX):
+        images, names = test_images_of_class(dataset, spec.value.removeprefix(TEST_IMAGES_PREFIX))
+    else:
+        images, names = load_images(spec.value, dataset.image_shape, dataset.dark_background)
     return images_split(dataset, images, names, spec)
+
+
+TEST_IMAGES_PREFIX = "test:"  # images:test:<class>: one class's test images, labels hidden from the method
+
+
+def test_images_of_class(dataset: Dataset, value: str) -> tuple[torch.Tensor, list[str]]:
+    """A class's test images as an unlabelled target (the method never sees their label)."""
+    cls = _resolve_name(value, dataset.classes, "class", dataset.name)
+    mask = dataset.test_y == cls
+    if not mask.any():
+        raise UserError(f"class {cls} ('{dataset.classes[cls]}') has no test images in {dataset.name}")
+    return dataset.test_x[mask], [f"test #{int(i)}" for i in torch.nonzero(mask).flatten()]
+
+
+def with_attack_exclusion(split: ForgetSplit, baseline_predictions: torch.Tensor) -> ForgetSplit:
+    """An unlabelled split whose attack leaves out the classes the baseline predicts for at least a
+    tenth of the forget images (no label is read: only the model's outputs)."""
+    if split.labelled or len(baseline_predictions) == 0:
+        return split
+    counts = torch.bincount(baseline_predictions)
+    excluded = tuple(int(c) for c in torch.nonzero(counts * 10 >= len(baseline_predictions)).flatten())
+    return replace(split, attack_excluded=excluded)
 
 
 def images_split(dataset: Dataset, images: torch.Tensor, names, spec: ForgetSpec | None = None) -> ForgetSplit:

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from tests.same_numbers import assert_same_numbers
 
 REPO = Path(__file__).resolve().parents[1]
 WORKERS = 2
@@ -289,7 +290,7 @@ def test_second_identical_forget_hits_every_cache(jobs):
     first, again = jobs["forget"].assert_ok(), jobs["forget-again"].assert_ok()
     assert again["cache_hits"] == {"model": True, "importance_full": True, "importance_forget": True}
     assert again["selected"] == first["selected"]
-    assert again["forgotten"] == pytest.approx(first["forgotten"])
+    assert_same_numbers(again["forgotten"], first["forgotten"])
 
 
 def test_sweep_over_alpha(jobs):
@@ -370,7 +371,7 @@ def test_saved_forgotten_model_loads_as_checkpoint(jobs, paths):
     out = jobs["checkpoint"].assert_ok()
     assert out["cache_hits"]["model"] is False  # a user's checkpoint, not the cached model
     # The baseline of this run is the dampened model: class 3 is already forgotten.
-    assert out["baseline"]["per_class_test"] == pytest.approx(saved["forgotten"]["per_class_test"])
+    assert_same_numbers(out["baseline"]["per_class_test"], saved["forgotten"]["per_class_test"])
     assert out["baseline"]["d_f"] <= 10
 
 
@@ -381,8 +382,8 @@ def test_corrupt_importance_cache_is_recomputed(jobs):
     out = result["run"].assert_ok()
     assert out["cache_hits"] == {"model": True, "importance_full": False, "importance_forget": True}
     assert out["selected"] == first["selected"]
-    assert out["baseline"] == pytest.approx(first["baseline"])
-    assert out["forgotten"] == pytest.approx(first["forgotten"])
+    assert_same_numbers(out["baseline"], first["baseline"])
+    assert_same_numbers(out["forgotten"], first["forgotten"])
     # The damaged entry was replaced by a sound one.
     assert _same(load_file(str(result["target"])), result["i_d"])
 

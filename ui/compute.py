@@ -18,6 +18,7 @@ from core.dataset import Dataset
 from core.errors import UserError
 from core.images import decode_images
 from core.models import save_checkpoint, weights_hash
+from core.splits import test_images_of_class
 from ui.state import BASELINE_UPLOAD as UPLOAD_BASELINE, UPLOAD_TARGET, UPLOADS, Selection
 from core.dampening import RatioHistogram, ratio_histogram
 from core.evaluate import EvalResult
@@ -55,10 +56,7 @@ def _forget_images(data: Dataset, target: str) -> tuple[torch.Tensor, list[str]]
         return uploaded_images(data)
     if not target.startswith("images:test:"):
         raise UserError(f"'{target}' is not an image target the app knows")
-    mask = data.test_y == int(target.removeprefix("images:test:"))
-    if not mask.any():
-        raise UserError("the forget set is empty: that class has no test images")
-    return data.test_x[mask], [f"test #{int(i)}" for i in torch.nonzero(mask).flatten()]
+    return test_images_of_class(data, target.removeprefix("images:test:"))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -177,12 +177,19 @@ def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, da
                        help="unlabelled forget images have no accuracy: the gallery and the prediction shift below "
                             "show what changed")
     cols[2].metric("test accuracy", f"{new.test:.1f} %", _delta(new.test, base.test))
-    cols[3].metric("MIA (entropy attack)", f"{new.mia:.1f}", _delta(new.mia, base.mia), delta_color="inverse",
-                   delta_description=_vs_retrain(new.mia, retrain, "mia"),
-                   help="share of forget samples an entropy-based logistic regression calls 'member' (×100); "
-                        "the goal is the retrained model's value")
+    mia_help = ("share of forget samples an entropy-based logistic regression calls 'member' (×100); "
+                f"the goal is the retrained model's value. Fitted on {new.mia_sets}.")
+    if new.mia is not None:
+        cols[3].metric("MIA (entropy attack)", f"{new.mia:.1f}", _delta(new.mia, base.mia), delta_color="inverse",
+                       delta_description=_vs_retrain(new.mia, retrain, "mia"), help=mia_help)
+    else:
+        cols[3].metric("MIA (entropy attack)", "—", help=f"{mia_help} No number: {new.mia_note}.")
     cols[4].metric("parameters dampened", f"{dampened_fraction * 100:.2f} %", f"{dampened:,} elements",
                    delta_color="off", delta_arrow="off")
+    if new.mia is None:
+        st.caption(f"MIA: no number after forgetting, because {new.mia_note}. Attack fitted on {new.mia_sets}.")
+    elif not new.mia_sets.endswith("(the papers' sets)"):
+        st.caption(f"MIA attack fitted on {new.mia_sets}.")
 
 
 def interval_text(interval: tuple[float, float] | None) -> str:

@@ -85,7 +85,7 @@ if request not in done:
     st.stop()
 
 result = comparison(prep, *request)
-st.caption(cp.run_summary(result))
+st.caption(cp.run_summary(result) + f" The attack is fitted on {prep.baseline.mia_sets}.")
 if result.skipped:
     st.warning("Left out: " + "; ".join(result.skipped.values()))
 st.table(cp.paper_table(result.summary))
