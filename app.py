@@ -15,13 +15,15 @@ from ui import widgets
 configure_threads()  # one torch thread per core beyond the first: spinning threads starve a small machine
 
 st.set_page_config(page_title="LFSSD Explorer", layout="wide")
+# Emoji icons, not ":material/…" ones: Streamlit fetches those from an outside font server, and a
+# classroom may have no internet (the app makes no request beyond its own server).
 navigation = st.navigation([
-    st.Page("views/overview.py", title="Overview", icon=":material/menu_book:"),
-    st.Page("views/model_data.py", title="Model & data", icon=":material/dataset:"),
-    st.Page("views/forget.py", title="Forget", icon=":material/auto_fix_high:", default=True),
-    st.Page("views/sensitivity.py", title="Sensitivity", icon=":material/show_chart:"),
-    st.Page("views/importance.py", title="Importance maps", icon=":material/biotech:"),
-    st.Page("views/compare.py", title="Compare methods", icon=":material/compare_arrows:"),
+    st.Page("views/overview.py", title="Overview", icon="📖", default=True),
+    st.Page("views/model_data.py", title="Model & data", icon="🗂️"),
+    st.Page("views/forget.py", title="Forget", icon="🪄"),
+    st.Page("views/sensitivity.py", title="Sensitivity", icon="📈"),
+    st.Page("views/importance.py", title="Importance maps", icon="🔬"),
+    st.Page("views/compare.py", title="Compare methods", icon="⚖️"),
 ])
 widgets.sidebar()
 navigation.run()

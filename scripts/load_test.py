@@ -171,7 +171,8 @@ async def drive(url: str, sessions: int, seconds: float, chromium: str = CHROMIU
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
         try:
-            await asyncio.gather(*(session(browser, url, seconds, i, out) for i in range(sessions)))
+            page_url = url.rstrip("/") + "/forget"  # the page with the α slider (the root opens the Overview)
+            await asyncio.gather(*(session(browser, page_url, seconds, i, out) for i in range(sessions)))
         finally:
             await browser.close()
     return out

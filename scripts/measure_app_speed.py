@@ -31,7 +31,7 @@ ALPHAS = [2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 3.5, 2.0]
 def server_times(moves: int) -> list[float]:
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).switch_page("views/forget.py")
     at.run()  # trains / loads the model and the importances
     times = []
     for alpha in (ALPHAS * 3)[:moves]:

@@ -74,6 +74,7 @@ class StreamlitServer:
     process: subprocess.Popen
     stdout_path: Path
     stderr_path: Path
+    cache_dir: Path | None = None  # its $LFSSD_CACHE_DIR
 
     @property
     def pid(self) -> int:
@@ -134,7 +135,7 @@ def streamlit_server(tmp_path_factory):
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err,
                                    stdin=subprocess.DEVNULL)
-    server = StreamlitServer(f"http://127.0.0.1:{port}/", port, process, stdout_path, stderr_path)
+    server = StreamlitServer(f"http://127.0.0.1:{port}/", port, process, stdout_path, stderr_path, cache_dir)
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while not _healthy(port):

@@ -5,12 +5,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+FORGET = "views/forget.py"  # the Forget page (the root URL opens the Overview)
 
 
 @pytest.fixture
 def app(cache_dir, monkeypatch):
     monkeypatch.setenv("LFSSD_CACHE_DIR", str(cache_dir))
-    return AppTest.from_file(APP, default_timeout=180)
+    return AppTest.from_file(APP, default_timeout=180).switch_page(FORGET)
 
 
 def metric(at, label_start):
@@ -56,11 +57,77 @@ def test_bad_url_target_warns_and_falls_back(app, target):
     assert "class 3" in app.subheader[0].value
 
 
+def test_url_names_are_case_insensitive_and_every_replaced_value_warns(app):
+    app.query_params.update({"method": "SSD", "mode": "zzz", "alpha": "1e-9", "lambda": "1e6",
+                             "target": "random:99999"})
+    app.run()
+    assert not app.exception and not app.error
+    warnings = [w.value for w in app.warning]
+    assert not any("method" in w for w in warnings)  # SSD is ssd: nothing was replaced
+    assert app.radio(key="method").value == "ssd"
+    expected = ["URL parameter mode='zzz': not one of batch, sample; using batch",
+                "URL parameter alpha='1e-9': outside 0.1–1000; using 0.1",
+                "URL parameter lambda='1e6': outside 0–10; using 10",
+                "forget target 'random:99999': random:99999 must pick 1–1000 images; using class:3"]
+    for message in expected:
+        assert message in warnings, (message, warnings)
+    assert app.select_slider(key="alpha_slider").value == 0.1 and app.slider(key="lambda_slider").value == 10.0
+    assert (app.query_params["alpha"], app.query_params["lambda"], app.query_params["target"]) == ("0.1", "10", "class:3")
+
+
 def test_retrain_reference_is_shown_next_to_the_metrics(app):
     app.run()
     mia = metric(app, "MIA")
     assert mia.proto.delta_description.startswith("retrain ")
-    assert float(mia.proto.delta_description.removeprefix("retrain ")) < 20  # a retrained model looks unseen
+    assert float(mia.proto.delta_description.split()[1].rstrip(":")) < 20  # a retrained model looks unseen
+    assert any(c.value.startswith("**D_r**: test accuracy on the other classes") for c in app.caption)
+
+
+def _colour(m) -> str:
+    from streamlit.proto.Metric_pb2 import Metric
+
+    return Metric.MetricColor.Name(m.proto.color).lower()
+
+
+@pytest.mark.parametrize("alpha", [3.5, 100.0])
+def test_d_f_and_mia_colours_follow_the_distance_to_the_retrained_model(app, cache_dir, alpha):
+    """Colour = how close to the model retrained without D_f, not the direction of the change: at
+    α = 3.5 D_f falls to the retrained model's ~0 (green); at α = 100 nothing is forgotten and D_f
+    stays far above it (red, under-forgetting). The expected colours come from the engine's own
+    figures for the baseline, the dampened and the retrained model."""
+    from core.cache import TensorCache
+    from core.experiment import ExperimentConfig, forget, prepare, retrain_reference
+    from ui.widgets import judge
+
+    app.query_params["alpha"] = f"{alpha:g}"
+    app.run()
+    assert not app.exception and not app.error
+    prep = prepare(ExperimentConfig(forget="class:3"), TensorCache(cache_dir))
+    new, retrain = forget(prep, alpha, 1.0).result, retrain_reference(prep, TensorCache(cache_dir))
+    for label, field in (("D_f accuracy", "d_f"), ("MIA", "mia")):
+        card, value, reference = metric(app, label), getattr(new, field), getattr(retrain, field)
+        if value is None:
+            continue
+        expected, words = judge(field, value, reference)
+        assert _colour(card) == expected, (label, value, reference)
+        assert card.proto.delta_description == words
+    d_f = metric(app, "D_f accuracy")
+    if alpha == 3.5:
+        assert _colour(d_f) == "green"
+    else:
+        assert _colour(d_f) == "red" and "under-forgetting" in d_f.proto.delta_description
+
+
+def test_judge_colours_by_distance_not_direction():
+    from ui.widgets import judge
+
+    assert judge("mia", 0.0, 2.9) == ("green", "retrain 2.9: close")
+    assert judge("mia", 0.0, 33.6)[0] == "red" and "over-forgetting (-33.6)" in judge("mia", 0.0, 33.6)[1]
+    assert judge("mia", 0.0, 19.0)[0] == "orange"
+    assert judge("d_f", 40.0, 0.0)[0] == "red" and "under-forgetting" in judge("d_f", 40.0, 0.0)[1]
+    assert judge("d_r", 99.9, 99.0)[0] == "green"  # above the reference costs nothing
+    assert judge("d_r", 97.5, 99.0) == ("orange", "retrain 99.0: 1.5 points lost")
+    assert judge("d_f", 3.0, None) == ("gray", None)
 
 
 def test_random_target_scores_d_f_on_train(app):
@@ -98,7 +165,8 @@ def test_uploaded_pngs_are_forgotten_without_labels_and_bad_files_are_skipped(ap
     app.run()
     app.radio(key="t_kind").set_value("images").run()
     app.radio(key="t_source").set_value("upload").run()
-    assert "no usable images" in app.error[0].value  # nothing uploaded yet: a message, not a crash
+    # nothing uploaded yet: a prompt, not an error (and no crash)
+    assert not app.error and "Upload one or more images" in app.info[0].value
     files = [(f"three_{i}.png", _png(a), "image/png") for i, a in enumerate(threes)]
     files.append(("notes.png", b"this is text, not an image", "image/png"))
     app.file_uploader(key="uploads").set_value(files).run()
@@ -132,7 +200,7 @@ def test_cifar20_files_in_the_data_folder_offer_sub_class_targets(tmp_path, cach
     write_cifar100(tmp_path, fine_train=fine, fine_test=fine)
     monkeypatch.setenv("LFSSD_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("LFSSD_CACHE_DIR", str(cache_dir))
-    at = AppTest.from_file(APP, default_timeout=300)
+    at = AppTest.from_file(APP, default_timeout=300).switch_page(FORGET)
     at.query_params.update({"dataset": "cifar20", "target": "subclass:27"})
     at.run()
     assert not at.exception and not at.error

@@ -21,6 +21,7 @@ from core.train import trained_model
 from tests.hostile_files import write_corpus
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+FORGET = "views/forget.py"  # the Forget page (the root URL opens the Overview)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,7 +33,7 @@ def _one_thread(one_torch_thread):
 def app(cache_dir, monkeypatch):
     monkeypatch.setenv("LFSSD_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return AppTest.from_file(APP, default_timeout=300)
+    return AppTest.from_file(APP, default_timeout=300).switch_page(FORGET)
 
 
 # The upload widget's own type filter (by name) turns these away before the app sees a byte; the
@@ -118,7 +119,8 @@ def test_two_sessions_at_once_see_only_their_own_results(cache_dir, monkeypatch)
     baseline, _ = trained_model("small_cnn", __import__("core.data", fromlist=["x"]).load_dataset("digits"),
                                 cache=TensorCache(cache_dir))
     before = weights_hash(baseline)
-    first, second = AppTest.from_file(APP, default_timeout=300), AppTest.from_file(APP, default_timeout=300)
+    first, second = (AppTest.from_file(APP, default_timeout=300).switch_page(FORGET),
+                     AppTest.from_file(APP, default_timeout=300).switch_page(FORGET))
     first.query_params.update({"target": "class:3", "alpha": "3.5"})
     second.query_params.update({"target": "class:5", "alpha": "2"})
     first.run()
@@ -152,7 +154,7 @@ def test_an_unwritable_cache_folder_is_a_visible_warning_and_the_app_works(monke
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the cache folder should be")
     monkeypatch.setenv("LFSSD_CACHE_DIR", str(blocker / "cache"))
-    at = AppTest.from_file(APP, default_timeout=300)
+    at = AppTest.from_file(APP, default_timeout=300).switch_page(FORGET)
     at.run()
     assert not at.exception and not at.error
     assert any(w.value.startswith("cache:") and "memory" in w.value for w in at.warning), [w.value for w in at.warning]

@@ -16,6 +16,7 @@ from core.cache import TensorCache
 from core.experiment import ExperimentConfig, baseline_for, forget, prepare
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+FORGET = "views/forget.py"  # the Forget page (the root URL opens the Overview)
 EVALUATE = importlib.import_module("core.evaluate")  # the module: ``core.evaluate`` is also a function's name
 
 
@@ -52,7 +53,7 @@ def core_scores(cache: Path, evaluation: str):
 
 
 def test_forget_page_shows_subset_scores_with_intervals_then_full_ones(small_subset):
-    at = AppTest.from_file(APP, default_timeout=300).run()
+    at = AppTest.from_file(APP, default_timeout=300).switch_page(FORGET).run()
     assert not at.exception and not at.error
     subset, subset_base = core_scores(small_subset, "subset")
     assert subset.sample is not None and subset.sample.test_scored < subset.sample.test_total

@@ -86,7 +86,7 @@ def run_and_wait(page, action, timeout_ms: int = RERUN_TIMEOUT_MS) -> None:
 
 def open_app(page, server):
     """Open the app and wait for its first complete render (the D_f metric, script idle)."""
-    page.goto(server.url)
+    page.goto(server.url.rstrip("/") + "/forget")
     metric = d_f_metric(page)
     try:
         metric.wait_for(state="visible", timeout=FIRST_RENDER_TIMEOUT_MS)
@@ -208,7 +208,7 @@ def slider_text(page, name) -> str:
 def test_a_copied_url_reopens_the_same_view(browser_page, streamlit_server, screenshot_dir):
     page = browser_page
     streamlit_server_url = streamlit_server.url.rstrip("/")
-    page.goto(f"{streamlit_server_url}/?target=class:5&alpha=2&lambda=0.5&method=lfssd&mode=batch")
+    page.goto(f"{streamlit_server_url}/forget?target=class:5&alpha=2&lambda=0.5&method=lfssd&mode=batch")
     metric = d_f_metric(page)
     metric.wait_for(state="visible", timeout=FIRST_RENDER_TIMEOUT_MS)
     wait_idle(page, FIRST_RENDER_TIMEOUT_MS)
@@ -244,7 +244,7 @@ def test_uploading_a_png_forgets_it_without_labels(browser_page, streamlit_serve
     sidebar = page.get_by_test_id("stSidebar")
     run_and_wait(page, lambda: sidebar.get_by_text("images, without labels").click())
     run_and_wait(page, lambda: sidebar.get_by_text("images I upload").click())
-    assert "no usable images" in page.get_by_test_id("stAlert").first.inner_text()
+    assert "Upload one or more images" in page.get_by_test_id("stAlert").first.inner_text()  # a prompt, not an error
     run_and_wait(page, lambda: sidebar.locator("input[type=file]").set_input_files(
         files=[{"name": "my_three.png", "mimeType": "image/png", "buffer": _png_of_a_three()}]))
     wait_idle(page)
@@ -260,9 +260,9 @@ def test_uploading_a_png_forgets_it_without_labels(browser_page, streamlit_serve
 
 
 PAGES = {  # URL path → a heading each page shows once it has rendered
-    "overview": "LFSSD Explorer",
+    "": "LFSSD Explorer",  # the Overview is the default: it lives at the root
     "model_data": "Data set:",
-    "": "Forgetting",  # the Forget page is the default: it lives at the root
+    "forget": "Forgetting",
     "sensitivity": "Sensitivity to α and λ",
     "importance": "Importance maps",
 }
@@ -280,5 +280,5 @@ def test_every_page_opens_without_an_error(browser_page, streamlit_server, scree
     assert page.get_by_text("Page not found").count() == 0
     assert page.get_by_test_id("stAlert").filter(has_text=re.compile("rror")).count() == 0
     assert page.locator(".js-plotly-plot, .katex").count() > 0  # charts, or the equations
-    page.screenshot(path=str(screenshot_dir / f"page_{path or 'forget'}.png"))
-    full_screenshot(page, screenshot_dir / f"page_{path or 'forget'}_full.png")
+    page.screenshot(path=str(screenshot_dir / f"page_{path or 'overview'}.png"))
+    full_screenshot(page, screenshot_dir / f"page_{path or 'overview'}_full.png")

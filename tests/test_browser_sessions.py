@@ -43,8 +43,8 @@ def test_two_sessions_at_once_each_see_their_own_target_and_alpha(chromium, stre
     from core.experiment import ExperimentConfig, forget, prepare
 
     base = streamlit_server.url.rstrip("/")
-    first_context, first = _open(chromium, f"{base}/?target=class:3&alpha=3.5")
-    second_context, second = _open(chromium, f"{base}/?target=class:5&alpha=1.5")
+    first_context, first = _open(chromium, f"{base}/forget?target=class:3&alpha=3.5")
+    second_context, second = _open(chromium, f"{base}/forget?target=class:5&alpha=1.5")
     try:
         for _ in range(2):
             _press_both([first, second], "ArrowRight")  # 3.5 → 4 → 4.5 and 1.5 → 1.75 → 2

@@ -186,7 +186,7 @@ def test_user_errors_are_messages(page):
     page.session_state["target"] = "images:upload"  # the sidebar's upload, with nothing uploaded yet
     page.session_state["t_kind"], page.session_state["t_source"] = "images", "upload"
     page.run()
-    assert not page.exception and "no usable images" in page.error[0].value
+    assert not page.exception and not page.error and "Upload one or more images" in page.info[0].value
 
 
 def test_paper_protocol_runs_in_batch_mode_with_batch_mean_accuracy(page, cache_dir):

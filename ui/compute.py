@@ -96,12 +96,17 @@ def use_uploaded_baseline(model: torch.nn.Module, name: str, dataset_name: str, 
 MAX_UPLOADS = 200
 
 
+class AwaitingInput(UserError):
+    """Nothing is wrong yet: the page waits for the user's input (e.g. an empty uploader)."""
+
+
 def uploaded_images(data: Dataset) -> tuple[torch.Tensor, list[str]]:
     """Decode this session's uploads into the data set's format; each bad file gets a warning,
     a load over the count, byte or pixel limits an error (core.images enforces them)."""
     files = st.session_state.get(UPLOADS) or []
     if not files:
-        raise UserError("no usable images: upload at least one image to forget (PNG, JPEG, …)")
+        raise AwaitingInput("Upload one or more images to forget (PNG, JPEG, …) in the sidebar: LFSSD needs no "
+                            "labels, so any images of this data set's kind will do.")
     images, names, skipped = decode_images([(f.name, f.getvalue()) for f in files], data.image_shape,
                                            data.dark_background, max_files=MAX_UPLOADS)
     for message in skipped:
@@ -172,6 +177,13 @@ def retrained_if_ready(prep: Prepared, key: tuple) -> EvalResult | None:
     """The reference's scores when this process already has them, else None (without training), so
     a page can show its results first and train the reference after them."""
     return retrained(prep, key) if key in _RETRAINED else None
+
+
+def reference_note(prep: Prepared) -> str | None:
+    """Why a page shows no retrained reference, where that is known before training one."""
+    if not prep.split.labelled:
+        return "no retrained reference: unlabelled images name nothing to leave out of the training set"
+    return None
 
 
 def experiment_key(prep: Prepared) -> tuple:

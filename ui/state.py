@@ -37,8 +37,70 @@ class Selection:
     checkpoint: str | None = None  # an uploaded baseline (session only: a link cannot carry a file)
 
 
+# --- widgets that display and edit a value they do not own -----------------------------------------
+#
+# The selection (ALPHA, LAMBDA, TARGET and the picker's memory) is owned by plain session-state keys.
+# Widgets only show and edit it: ``bind`` gives a widget the owner's value before it is drawn, and
+# the widget's on_change copies an edit back to the owner.
+FULL_RUN, BOUND = "_full_run", "_bound_widgets"
+
+
+def begin_full_run() -> None:
+    """Count full script runs (the sidebar calls this; fragment runs do not pass through it)."""
+    st.session_state[FULL_RUN] = st.session_state.get(FULL_RUN, 0) + 1
+
+
+def _page() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.page_script_hash if ctx is not None else ""
+
+
+def bind(widget_key: str, value, identity: tuple = ()) -> None:
+    """Make the widget ``widget_key``, about to be drawn, show ``value`` (its owner's value).
+
+    Streamlit keeps a widget's value only while it stays the same widget: drawn in every full run,
+    on the same page (the page is part of its element ID), with the same identity-defining arguments
+    (``identity``, e.g. a slider's range). Otherwise the browser draws a new widget at its default
+    (a slider's minimum) while ``st.session_state`` may still hold the old value, and the next
+    interaction sends that default back as if the user had chosen it. So the value is written
+    whenever the widget may be new, and whenever it differs from the owner's; only then, because
+    every write sends the value to the browser again, which would race with key presses.
+    """
+    s = st.session_state
+    bound = s.setdefault(BOUND, {})
+    run, signature = s.get(FULL_RUN, 0), (_page(), tuple(identity))
+    last = bound.get(widget_key)
+    maybe_new = last is None or last[0] != signature or last[1] < run - 1
+    if maybe_new or s.get(widget_key) != value:
+        s[widget_key] = value
+    bound[widget_key] = (signature, run)
+
+
+URL_WARNINGS = "_url_warnings"
+# What a URL may set α and λ to; outside, the nearest bound is used, with a warning. The slider
+# grid spans 0.5–100; the engine accepts any α > 0, so a link may go a little past the slider.
+ALPHA_RANGE, LAMBDA_RANGE = (0.1, 1000.0), (0.0, 10.0)
+
+
+def warn_url(message: str) -> None:
+    """Say that a value from the URL (or the session) was replaced, naming it and what is used instead."""
+    st.session_state.setdefault(URL_WARNINGS, []).append((message, st.session_state.get(FULL_RUN, 0)))
+
+
+def url_warnings() -> list[str]:
+    """The replacement warnings to show now: those of this full run and of the one before it (a page
+    that reruns itself at once, e.g. after training the retrained reference, would otherwise lose them)."""
+    run = st.session_state.get(FULL_RUN, 0)
+    kept = [(m, r) for m, r in st.session_state.get(URL_WARNINGS, []) if run - r <= 1]
+    st.session_state[URL_WARNINGS] = kept
+    return list(dict.fromkeys(m for m, _ in kept))
+
+
 def init_from_url() -> None:
-    """Fill every missing key: from the URL on a session's first run, else from the defaults."""
+    """Fill every missing key: from the URL on a session's first run, else from the defaults. Names
+    are case-insensitive; a value that cannot be used warns and names what is used instead."""
     first_run = not st.session_state.get("_initialised")
     params = st.query_params
     for key, default in DEFAULTS.items():
@@ -48,24 +110,38 @@ def init_from_url() -> None:
         if key == ALPHA:  # DEFAULTS lists the data set and target first: α suits them
             value = suggested_alpha(st.session_state[DATASET], st.session_state[TARGET])
         if raw is not None:
-            try:
-                value = _url_value(key, raw)
-            except ValueError as exc:
-                st.session_state["_url_warning"] = f"ignored URL parameter {key}={raw!r}: {exc}"
+            value, problem = url_value(key, raw, value)
+            if problem:
+                warn_url(f"URL parameter {key}={raw!r}: {problem}")
         st.session_state[key] = value
     st.session_state["_initialised"] = True
 
 
-def _url_value(key: str, raw: str) -> float | str:
-    if key not in FLOATS:
-        return str(raw)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("not a number") from None
-    if not math.isfinite(value) or value < 0 or (key == ALPHA and value == 0):
-        raise ValueError("α must be > 0" if key == ALPHA else "λ must be ≥ 0")
-    return value
+def url_value(key: str, raw: str, fallback):
+    """(the value to use, why it differs from ``raw`` or None). ``fallback``: the default."""
+    from core.importance import KINDS, MODES
+
+    text = str(raw).strip()
+    if key in FLOATS:
+        low, high = ALPHA_RANGE if key == ALPHA else LAMBDA_RANGE
+        try:
+            value = float(text)
+        except ValueError:
+            return fallback, f"not a number; using {fallback:g}"
+        if not math.isfinite(value) or value < 0 or (key == ALPHA and value == 0):
+            return fallback, f"{'α must be > 0' if key == ALPHA else 'λ must be ≥ 0'}; using {fallback:g}"
+        if not low <= value <= high:
+            used = min(max(value, low), high)
+            return used, f"outside {low:g}–{high:g}; using {used:g}"
+        return value, None
+    choices = {METHOD: KINDS, MODE: MODES}.get(key)
+    if choices is not None:
+        if text.lower() in choices:
+            return text.lower(), None
+        return fallback, f"not one of {', '.join(choices)}; using {fallback}"
+    if key in (DATASET, MODEL):
+        return text.lower(), None  # availability is checked where the choices are drawn
+    return text, None  # TARGET: the picker checks it
 
 
 def current() -> Selection:
@@ -97,9 +173,13 @@ def _whole(text: str, what: str) -> int:
         raise ValueError(f"{what} '{text}' is not a whole number") from None
 
 
+RANDOM_MAX, SEED_MAX = 1000, 10_000  # the picker's number inputs
+
+
 def picker_from_target(target: str, num_classes: int, num_subclasses: int = 0) -> dict:
     """Picker widget values that reproduce a target spec (from a URL); raises ValueError if bad."""
-    kind, _, value = target.partition(":")
+    kind, _, value = target.strip().partition(":")
+    kind = kind.lower()
     if kind == "class":
         cls = _whole(value, "class")
         if not 0 <= cls < num_classes:
@@ -111,31 +191,60 @@ def picker_from_target(target: str, num_classes: int, num_subclasses: int = 0) -
             raise ValueError(f"sub-class {fine} does not exist" if num_subclasses else "this data set has no sub-classes")
         return {T_KIND: "subclass", T_SUBCLASS: fine}
     if kind == "random":
-        n, _, seed = value.partition(":")
-        return {T_KIND: "random", T_N: _whole(n, "count"), T_SEED: _whole(seed or "0", "seed")}
-    if target == UPLOAD_TARGET:
+        n_text, _, seed_text = value.partition(":")
+        n, seed = _whole(n_text, "count"), _whole(seed_text or "0", "seed")
+        if not 1 <= n <= RANDOM_MAX:
+            raise ValueError(f"random:{n} must pick 1–{RANDOM_MAX} images")
+        if not 0 <= seed <= SEED_MAX:
+            raise ValueError(f"seed {seed} must be 0–{SEED_MAX}")
+        return {T_KIND: "random", T_N: n, T_SEED: seed}
+    if kind == "images" and value.lower() == "upload":
         return {T_KIND: "images", T_SOURCE: "upload"}
-    if kind == "images" and value.startswith("test:"):
-        cls = _whole(value.removeprefix("test:"), "class")
+    if kind == "images" and value.lower().startswith("test:"):
+        cls = _whole(value[len("test:"):], "class")
         if not 0 <= cls < num_classes:
             raise ValueError(f"class {cls} does not exist")
         return {T_KIND: "images", T_SOURCE: "test", T_IMAGE_CLASS: cls}
     raise ValueError(f"'{target}' is not a target the app can show")
 
 
-def target_from_picker() -> str:
+PICKER = "_picker"  # the picker's memory: every field's last value, drawn or not (owned here, not by widgets)
+PICKER_FIELDS = (T_KIND, T_CLASS, T_SUBCLASS, T_N, T_SEED, T_SOURCE, T_IMAGE_CLASS)
+
+
+def target_from_values(values: dict) -> str:
+    if values[T_KIND] == "class":
+        return f"class:{values[T_CLASS]}"
+    if values[T_KIND] == "subclass":
+        return f"subclass:{values[T_SUBCLASS]}"
+    if values[T_KIND] == "random":
+        return f"random:{values[T_N]}:{values[T_SEED]}"
+    return UPLOAD_TARGET if values[T_SOURCE] == "upload" else f"images:test:{values[T_IMAGE_CLASS]}"
+
+
+def picker_values(num_classes: int, num_subclasses: int = 0) -> dict:
+    """What each picker widget shows: the memory, overridden by what TARGET (the owner) says."""
+    memory = st.session_state[PICKER]
+    try:
+        memory.update(picker_from_target(st.session_state[TARGET], num_classes, num_subclasses))
+    except ValueError:
+        pass  # init_picker warned once; the memory stands
+    return dict(memory)
+
+
+def picker_changed(field: str) -> None:
+    """on_change of a picker widget: remember its value and recompose TARGET from the memory."""
     s = st.session_state
-    if s[T_KIND] == "class":
-        return f"class:{s[T_CLASS]}"
-    if s[T_KIND] == "subclass":
-        return f"subclass:{s[T_SUBCLASS]}"
-    if s[T_KIND] == "random":
-        return f"random:{s[T_N]}:{s[T_SEED]}"
-    return UPLOAD_TARGET if s[T_SOURCE] == "upload" else f"images:test:{s[T_IMAGE_CLASS]}"
+    s[PICKER][field] = s[field]
+    s[TARGET] = target_from_values(s[PICKER])
+
+
+def target_from_picker() -> str:
+    return target_from_values(st.session_state[PICKER])
 
 
 def init_picker(num_classes: int, num_subclasses: int = 0) -> None:
-    """Set the picker from TARGET once per data set; a bad URL target falls back with a warning."""
+    """Fill the picker's memory from TARGET once per data set; a bad URL target falls back with a warning."""
     if st.session_state.get("_picker_for") == (st.session_state[DATASET], num_classes):
         return
     picker = {T_KIND: "class", T_CLASS: 3 % num_classes, T_SUBCLASS: 0, T_N: 50, T_SEED: 0, T_SOURCE: "test",
@@ -143,9 +252,9 @@ def init_picker(num_classes: int, num_subclasses: int = 0) -> None:
     try:
         picker.update(picker_from_target(st.session_state[TARGET], num_classes, num_subclasses))
     except ValueError as exc:
-        st.session_state["_url_warning"] = f"ignored forget target '{st.session_state[TARGET]}': {exc}"
-    for key, value in picker.items():
-        st.session_state[key] = value
+        warn_url(f"forget target '{st.session_state[TARGET]}': {exc}; using {target_from_values(picker)}")
+    st.session_state[PICKER] = picker
+    st.session_state[TARGET] = target_from_values(picker)
     if st.session_state.get("_picker_for") is not None:  # the user switched data sets: α to suit the new one
         st.session_state[ALPHA] = suggested_alpha(st.session_state[DATASET], target_from_picker())
     st.session_state["_picker_for"] = (st.session_state[DATASET], num_classes)

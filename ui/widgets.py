@@ -20,16 +20,17 @@ LAMBDA_MAX = 5.0
 
 def sidebar() -> state.Selection:
     """Draw the shared sidebar; returns the selection (also written to the URL)."""
+    state.begin_full_run()
     state.init_from_url()
     with st.sidebar:
         choices = available_datasets()
         if st.session_state[state.DATASET] not in choices:
-            st.session_state["_url_warning"] = (f"data set '{st.session_state[state.DATASET]}' is not available here; "
-                                                f"showing digits (CIFAR needs its files in $LFSSD_DATA_DIR)")
+            state.warn_url(f"data set '{st.session_state[state.DATASET]}' is not available here; using digits "
+                           "(CIFAR needs its files in $LFSSD_DATA_DIR)")
             st.session_state[state.DATASET] = "digits"
         st.selectbox("Data set", choices, key=state.DATASET, format_func=lambda n: DATASETS.get(n).description)
         if st.session_state[state.MODEL] not in MODEL_CHOICES:
-            st.session_state["_url_warning"] = f"model '{st.session_state[state.MODEL]}' is not offered here; showing small_cnn"
+            state.warn_url(f"model '{st.session_state[state.MODEL]}' is not offered here; using small_cnn")
             st.session_state[state.MODEL] = "small_cnn"
         st.selectbox("Model", MODEL_CHOICES, key=state.MODEL, format_func=lambda n: MODELS.get(n).description)
         target_picker()
@@ -40,8 +41,8 @@ def sidebar() -> state.Selection:
         baseline_source()
         st.caption("α and λ: sliders on the Forget, Sensitivity and Importance pages. The address bar always "
                    "holds a link to this exact view.")
-        if "_url_warning" in st.session_state:
-            st.warning(st.session_state.pop("_url_warning"))
+        for message in state.url_warnings():
+            st.warning(message)
     selection = state.current()
     state.write_to_url(selection)
     return selection
@@ -66,22 +67,15 @@ def _copy(source: str, target: str) -> None:
     st.session_state[target] = st.session_state[source]
 
 
-def _sync_widget(key: str, value: float) -> None:
-    """Give a slider the shared value only when it differs: every assignment makes Streamlit send
-    the value to the browser again, which there races with a key press under load."""
-    if st.session_state.get(key) != value:
-        st.session_state[key] = value
-
-
 def alpha_slider(ceiling: float | None = None) -> float:
     """α on a log scale; values past the ratio ceiling (≈ |D|/|D_f|) are marked.
 
-    The widget has its own key and copies into the shared ALPHA on change, so the value survives
-    pages that draw no slider (Streamlit drops an undrawn widget's state).
+    The slider displays and edits ALPHA, which it does not own (``state.bind``): its own key copies
+    into ALPHA on change, so the value survives pages and runs that draw no slider.
     """
     s = st.session_state
     alpha = float(s[state.ALPHA])
-    _sync_widget(state.W_ALPHA, alpha)
+    state.bind(state.W_ALPHA, alpha)
 
     def label(a: float) -> str:
         return f"{a:g}" + (" (past the ceiling)" if ceiling is not None and a > ceiling else "")
@@ -96,11 +90,12 @@ def alpha_slider(ceiling: float | None = None) -> float:
 
 
 def lambda_slider() -> float:
-    """λ, with the same own-key-and-copy arrangement as α."""
+    """λ, bound to LAMBDA like α (its range is part of the widget's identity)."""
     s = st.session_state
     lambda_ = float(s[state.LAMBDA])
-    _sync_widget(state.W_LAMBDA, lambda_)
-    st.slider("λ — dampening constant", 0.0, max(LAMBDA_MAX, lambda_), step=0.1, key=state.W_LAMBDA,
+    top = max(LAMBDA_MAX, lambda_)
+    state.bind(state.W_LAMBDA, lambda_, identity=(top,))
+    st.slider("λ — dampening constant", 0.0, top, step=0.1, key=state.W_LAMBDA,
               on_change=_copy, args=(state.W_LAMBDA, state.LAMBDA),
               help="a dampened element is multiplied by β = min(λ·I_D/I_Df, 1): lower λ dampens harder")
     return float(s[state.LAMBDA])
@@ -117,29 +112,37 @@ def target_picker() -> None:
     data = dataset(st.session_state[state.DATASET])
     classes, subclasses = data.classes, data.fine_classes or ()
     state.init_picker(len(classes), len(subclasses))
+    values = state.picker_values(len(classes), len(subclasses))
     kinds = [k for k in state.TARGET_KINDS if k != "subclass" or subclasses]  # sub-classes: CIFAR-20 only
-    st.radio("What to forget", kinds, key=state.T_KIND, format_func=state.TARGET_KINDS.get)
-    kind = st.session_state[state.T_KIND]
+
+    def bound(widget, field: str, *args, **kwargs):
+        """A picker widget showing the memory's value and writing an edit back to it (and TARGET)."""
+        state.bind(field, values[field], identity=(st.session_state[state.DATASET],))
+        return widget(*args, key=field, on_change=state.picker_changed, args=(field,), **kwargs)
+
+    bound(st.radio, state.T_KIND, "What to forget", kinds, format_func=state.TARGET_KINDS.get)
+    kind = values[state.T_KIND]
     if kind == "class":
-        st.selectbox("Class", range(len(classes)), key=state.T_CLASS, format_func=lambda i: _class_label(i, classes))
+        bound(st.selectbox, state.T_CLASS, "Class", range(len(classes)), format_func=lambda i: _class_label(i, classes))
     elif kind == "subclass":
         superclass = _superclass_names(data)
-        st.selectbox("Sub-class", range(len(subclasses)), key=state.T_SUBCLASS,
-                     format_func=lambda i: f"{subclasses[i]} (in {superclass[i]})")
+        bound(st.selectbox, state.T_SUBCLASS, "Sub-class", range(len(subclasses)),
+              format_func=lambda i: f"{subclasses[i]} (in {superclass[i]})")
     elif kind == "random":
         left, right = st.columns(2)
-        left.number_input("How many", 1, 1000, step=10, key=state.T_N)
-        right.number_input("Seed", 0, 10_000, key=state.T_SEED)
+        with left:
+            bound(st.number_input, state.T_N, "How many", 1, 1000, step=10)
+        with right:
+            bound(st.number_input, state.T_SEED, "Seed", 0, 10_000)
     else:
-        st.radio("Images", list(state.IMAGE_SOURCES), key=state.T_SOURCE, format_func=state.IMAGE_SOURCES.get,
-                 help="LFSSD needs no labels: the images' classes are never used")
-        if st.session_state[state.T_SOURCE] == "test":
-            st.selectbox("Test images of class", range(len(classes)), key=state.T_IMAGE_CLASS,
-                         format_func=lambda i: _class_label(i, classes))
+        bound(st.radio, state.T_SOURCE, "Images", list(state.IMAGE_SOURCES), format_func=state.IMAGE_SOURCES.get,
+              help="LFSSD needs no labels: the images' classes are never used")
+        if values[state.T_SOURCE] == "test":
+            bound(st.selectbox, state.T_IMAGE_CLASS, "Test images of class", range(len(classes)),
+                  format_func=lambda i: _class_label(i, classes))
         else:
             st.file_uploader("Images to forget (PNG, JPEG, GIF, BMP, WebP, TIFF)", accept_multiple_files=True,
                              type=["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"], key=state.UPLOADS)
-    st.session_state[state.TARGET] = state.target_from_picker()
 
 
 def _superclass_names(data) -> list[str]:
@@ -150,46 +153,110 @@ def _superclass_names(data) -> list[str]:
     return names
 
 
-def _delta(new: float | None, old: float | None) -> str | None:
-    if new is None or old is None or math.isnan(new) or math.isnan(old) or abs(new - old) < 0.05:
+def _delta(new: float | None, old: float | None, always: bool = False) -> str | None:
+    """The change against the baseline; "±0.0" for none when ``always`` (a judged card keeps its
+    colour even when the figure did not move), else no delta."""
+    if new is None or old is None or math.isnan(new) or math.isnan(old):
         return None
+    if abs(new - old) < 0.05:
+        return "±0.0" if always else None
     return f"{new - old:+.1f}"
 
 
-def _vs_retrain(value: float | None, retrain: EvalResult | None, field: str) -> str | None:
-    reference = getattr(retrain, field, None) if retrain is not None else None
-    if reference is None or value is None:
-        return None
-    return f"retrain {reference:.1f}"
+# How far from the retrained model a figure may be and still count as retrain-like (points): the
+# method's goal is the model that never saw D_f, not 0 (SPEC §4; the automatic-α study uses the same).
+RETRAIN_TOLERANCE = {"d_r": 1.0, "d_f": 5.0, "mia": 10.0}
+
+
+def judge(field: str, value: float | None, reference: float | None) -> tuple[str, str | None]:
+    """(delta colour, words) for a figure against the retrained model's: green within the tolerance,
+    orange within three times it, red beyond; gray without a reference. D_f or MIA well below the
+    reference is over-forgetting (itself detectable), well above it under-forgetting; D_r only
+    counts when it falls below the reference."""
+    if value is None or reference is None:
+        return "gray", None
+    tolerance, gap = RETRAIN_TOLERANCE[field], value - reference
+    miss = max(-gap, 0.0) if field == "d_r" else abs(gap)
+    color = "green" if miss <= tolerance else "orange" if miss <= 3 * tolerance else "red"
+    if miss <= tolerance:
+        words = f"retrain {reference:.1f}: close"
+    elif field == "d_r":
+        words = f"retrain {reference:.1f}: {-gap:.1f} points lost"
+    else:
+        words = f"retrain {reference:.1f}: {'over' if gap < 0 else 'under'}-forgetting ({gap:+.1f})"
+    return color, words
+
+
+def _reference(retrain: EvalResult | None, field: str) -> float | None:
+    return getattr(retrain, field, None) if retrain is not None else None
+
+
+DEFINITIONS = {  # what each card measures, by target kind
+    "class": "**D_r**: test accuracy on the other classes · **D_f**: test accuracy on the forgotten class · ",
+    "subclass": "**D_r**: test accuracy outside the sub-class · **D_f**: test accuracy on the forgotten sub-class "
+                "(scored on its superclass) · ",
+    "random": "**D_r**: accuracy on the whole test split · **D_f**: accuracy on the forgotten *training* images · ",
+    "images": "**test accuracy**: the whole test split (it is D_r here: every class is retained) · **D_f**: none, "
+              "the images have no labels (the gallery and the prediction shift show what changed) · ",
+}
 
 
 def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, dampened: int,
-                 retrain: EvalResult | None = None) -> None:
-    """Scores after forgetting; deltas against the baseline, and the retrained model's value."""
-    cols = st.columns(5)
-    cols[0].metric(f"D_r accuracy ({base.d_r_split})", f"{new.d_r:.1f} %", _delta(new.d_r, base.d_r),
-                   delta_description=_vs_retrain(new.d_r, retrain, "d_r"))
-    if new.d_f is not None:
-        cols[1].metric(f"D_f accuracy ({base.d_f_split})", f"{new.d_f:.1f} %", _delta(new.d_f, base.d_f),
-                       delta_color="inverse", delta_description=_vs_retrain(new.d_f, retrain, "d_f"))
+                 retrain: EvalResult | None = None, target_kind: str = "class", reference_note: str | None = None) -> None:
+    """Scores after forgetting. Deltas: the change against the baseline; their colour: how close the
+    figure is to the retrained model's (``judge``), gray where there is no reference."""
+    labelled = new.d_f_split is not None
+    cols = st.columns(5 if labelled else 4)
+    cells = iter(cols)
+    if labelled:
+        color, words = judge("d_r", new.d_r, _reference(retrain, "d_r"))
+        next(cells).metric(f"D_r accuracy ({base.d_r_split})", f"{new.d_r:.1f} %",
+                           _delta(new.d_r, base.d_r, always=color != "gray"),
+                           delta_color=color, delta_description=words)
+        color, words = judge("d_f", new.d_f, _reference(retrain, "d_f"))
+        next(cells).metric(f"D_f accuracy ({base.d_f_split})", "—" if new.d_f is None else f"{new.d_f:.1f} %",
+                           _delta(new.d_f, base.d_f, always=color != "gray"), delta_color=color,
+                           delta_description=words)
+        next(cells).metric("test accuracy", f"{new.test:.1f} %", _delta(new.test, base.test), delta_color="gray")
     else:
-        cols[1].metric("D_f accuracy (no labels)", "—",
-                       help="unlabelled forget images have no accuracy: the gallery and the prediction shift below "
-                            "show what changed")
-    cols[2].metric("test accuracy", f"{new.test:.1f} %", _delta(new.test, base.test))
+        next(cells).metric("test accuracy (whole split = D_r)", f"{new.test:.1f} %", _delta(new.test, base.test),
+                           delta_color="gray")
+        next(cells).metric("D_f accuracy (no labels)", "—",
+                           help="unlabelled forget images have no accuracy: the gallery and the prediction shift "
+                                "below show what changed")
     mia_help = ("share of forget samples an entropy-based logistic regression calls 'member' (×100); "
-                f"the goal is the retrained model's value. Fitted on {new.mia_sets}.")
+                f"the goal is the retrained model's value, not 0. Fitted on {new.mia_sets}.")
+    mia_cell = next(cells)
     if new.mia is not None:
-        cols[3].metric("MIA (entropy attack)", f"{new.mia:.1f}", _delta(new.mia, base.mia), delta_color="inverse",
-                       delta_description=_vs_retrain(new.mia, retrain, "mia"), help=mia_help)
+        color, words = judge("mia", new.mia, _reference(retrain, "mia"))
+        mia_cell.metric("MIA (entropy attack)", f"{new.mia:.1f}", _delta(new.mia, base.mia, always=color != "gray"),
+                        delta_color=color,
+                        delta_description=words, help=mia_help)
     else:
-        cols[3].metric("MIA (entropy attack)", "—", help=f"{mia_help} No number: {new.mia_note}.")
-    cols[4].metric("parameters dampened", f"{dampened_fraction * 100:.2f} %", f"{dampened:,} elements",
-                   delta_color="off", delta_arrow="off")
+        mia_cell.metric("MIA (entropy attack)", "—", help=f"{mia_help} No number: {new.mia_note}.")
+    next(cells).metric("parameters dampened", f"{dampened_fraction * 100:.2f} %", f"{dampened:,} elements",
+                       delta_color="off", delta_arrow="off")
+    reference = (reference_note or ("colours: distance to the model retrained without D_f (green within "
+                                    f"{RETRAIN_TOLERANCE['d_f']:g} points for D_f, {RETRAIN_TOLERANCE['mia']:g} "
+                                    "for the MIA; orange within 3×; red beyond)" if retrain is not None else
+                                    "no retrained reference yet, so the deltas are gray"))
+    st.caption(DEFINITIONS.get(target_kind, DEFINITIONS["class"])
+               + "**MIA**: % of the forget images the entropy attack calls training members; the goal is the "
+               f"retrained model's value, not 0 · {reference}.")
     if new.mia is None:
         st.caption(f"MIA: no number after forgetting, because {new.mia_note}. Attack fitted on {new.mia_sets}.")
     elif not new.mia_sets.endswith("(the papers' sets)"):
         st.caption(f"MIA attack fitted on {new.mia_sets}.")
+
+
+def show_user_error(exc: Exception, suffix: str = "") -> None:
+    """A user's mistake as an error; a page still waiting for input (an empty uploader) as a prompt."""
+    from ui.compute import AwaitingInput
+
+    if isinstance(exc, AwaitingInput):
+        st.info(str(exc))
+    else:
+        st.error(f"{exc}{suffix}")
 
 
 def interval_text(interval: tuple[float, float] | None) -> str:

@@ -11,7 +11,7 @@ from core import compare_plots as cp
 from core.compare import Comparison, available_methods, compare, torch_threads
 from core.errors import UserError
 from core.methods import DEFAULT_COMPARISON
-from ui import compute, state
+from ui import compute, state, widgets
 
 METHODS_KEY, REPEATS, PAPER, RUN, DONE = "cmp_methods", "cmp_repeats", "cmp_paper", "cmp_run", "cmp_done"
 DAMPENING = ("ssd", "lfssd")  # their α and λ are the sidebar selection's
@@ -54,7 +54,7 @@ paper = bool(st.session_state.get(PAPER))
 try:  # LFSSD's I_D is the one prepared and cached, as in the CLI; the paper protocol needs batch mode
     prep = compute.prepared(sel, method="lfssd", mode="batch" if paper else None)
 except UserError as exc:
-    st.error(str(exc))
+    widgets.show_user_error(exc)
     st.stop()
 st.subheader(f"Compare methods — forgetting {prep.split.description}, {prep.config.model} on {sel.dataset}")
 st.caption(f"The sidebar picks the target; its Method switch does not apply here. SSD and LFSSD use α = "
@@ -76,7 +76,7 @@ if clicked:
         comparison(prep, *request)
         done.add(request)
     except UserError as exc:
-        st.error(str(exc))
+        widgets.show_user_error(exc)
 if request not in done:
     if not clicked:
         st.info("Press **Run** to compare. It takes tens of seconds: every stochastic method runs once per seed, and "

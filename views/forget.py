@@ -21,7 +21,7 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
     try:
         result = compute.outcome(prep, sel.alpha, sel.lambda_)
     except UserError as exc:
-        st.error(str(exc))
+        widgets.show_user_error(exc)
         return
     scores = compute.full_evaluation(prep, sel.alpha, sel.lambda_) or result.result
     cards = st.container()
@@ -38,7 +38,7 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
                 widgets.subset_caption(scores)
     with cards:
         widgets.metric_cards(compute.baseline_like(prep, scores), scores, result.report.fraction,
-                             result.report.selected, retrain)
+                             result.report.selected, retrain, prep.split.spec.kind, compute.reference_note(prep))
 
     left, right = st.columns([3, 2])
     with left:
@@ -86,7 +86,7 @@ sel = state.current()
 try:
     prep = compute.prepared(sel)
 except UserError as exc:
-    st.error(str(exc))
+    widgets.show_user_error(exc)
     st.stop()
 key = compute.experiment_key(prep)
 retrain = compute.retrained_if_ready(prep, key) if prep.split.labelled else None

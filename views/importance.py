@@ -104,4 +104,4 @@ try:
         with st.expander(f"Per tensor: LFSSD vs SSD ({sel.mode} mode, α = {sel.alpha:g})"):
             st.dataframe(ia.display_table(methods, "LFSSD", "SSD"), hide_index=True)
 except UserError as exc:
-    st.error(str(exc))
+    widgets.show_user_error(exc)

@@ -6,7 +6,7 @@ from core.errors import UserError
 from core.model_report import (CHECKPOINT_TYPES, MAX_UPLOAD_MB, class_counts, confusion_figure,
                                load_uploaded_checkpoint, model_report, per_class_bars, sample_grid_figure)
 from core.models import MODELS, weights_hash
-from ui import compute, state
+from ui import compute, state, widgets
 
 selection = state.current()
 
@@ -23,7 +23,7 @@ def report(key: tuple, make):
 try:
     dataset = load_dataset(selection.dataset)
 except UserError as exc:
-    st.error(str(exc))
+    widgets.show_user_error(exc)
     st.stop()
 st.subheader(f"Data set: {DATASETS.get(selection.dataset).description}")
 st.caption(dataset.description)
@@ -48,7 +48,7 @@ st.subheader(f"Baseline model: {MODELS.get(selection.model).description}"
 try:
     prep = compute.prepared(selection)
 except UserError as exc:
-    st.error(f"{exc} (the baseline is prepared together with the sidebar's forget target)")
+    widgets.show_user_error(exc, " (the baseline is prepared together with the sidebar's forget target)")
     st.stop()
 base = report(("baseline", weights_hash(prep.model)), lambda: (prep.model, prep.dataset))
 cols = st.columns(3)
@@ -86,7 +86,7 @@ if upload is not None:
         uploaded_model = loaded[upload_key]
         mine = report(("upload", *upload_key), lambda: (uploaded_model, prep.dataset))
     except UserError as exc:
-        st.error(str(exc))
+        widgets.show_user_error(exc)
     else:
         pairs = (("test", mine.test, base.test), ("train", mine.train, base.train))
         for col, (split, new, old) in zip(st.columns(3), pairs):

@@ -17,13 +17,18 @@ st.latex(r"\theta_i \leftarrow \begin{cases}\beta\,\theta_i & \text{if } \Omega_
          r"\theta_i & \text{otherwise}\end{cases}\qquad \beta=\min\!\left(\frac{\lambda\,\Omega_{D,i}}{\Omega_{D_f,i}},1\right)")
 st.markdown("- **α** picks *which* parameters: lower α selects more (too low harms the retained data; too high "
             "selects nothing).\n- **λ** sets *how much* they shrink: lower λ dampens harder.")
+train_reference_after = None
 try:
     prep = compute.prepared(selection)
     result = compute.outcome(prep, selection.alpha, selection.lambda_)
+    key = compute.experiment_key(prep)
+    retrain = compute.retrained_if_ready(prep, key) if prep.split.labelled else None
+    train_reference_after = (prep, key) if prep.split.labelled and retrain is None else None
     st.markdown(f"**Live:** forgetting {prep.split.description} at α = {selection.alpha:g}, λ = {selection.lambda_:g}")
-    widgets.metric_cards(prep.baseline, result.result, result.report.fraction, result.report.selected)
+    widgets.metric_cards(prep.baseline, result.result, result.report.fraction, result.report.selected, retrain,
+                         prep.split.spec.kind, compute.reference_note(prep))
 except UserError as exc:
-    st.error(str(exc))
+    widgets.show_user_error(exc)
 st.markdown("**Explore**")
 links = (("views/forget.py", "Forget: move α and λ, watch it forget"),
          ("views/sensitivity.py", "Sensitivity: sweep α and λ, find the plateau"),
@@ -32,3 +37,10 @@ links = (("views/forget.py", "Forget: move α and λ, watch it forget"),
          ("views/model_data.py", "Model & data: the baseline, or your own checkpoint"))
 for page, label in links:  # one per line: five side by side cut every label short at 1280 px
     st.page_link(page, label=label + " →")
+if train_reference_after is not None:  # the retrained model the colours compare with, after the results
+    try:
+        compute.retrained(*train_reference_after)
+    except UserError as exc:
+        st.warning(f"no retrained reference: {exc}")
+    else:
+        st.rerun()

@@ -40,7 +40,7 @@ try:
     retrain, no_retrain = compute.retrained(prep, key), None
 except UserError as exc:
     if key is None:
-        st.error(str(exc))
+        widgets.show_user_error(exc)
         st.stop()
     retrain, no_retrain = None, str(exc)
 retrain_d_f = retrain.d_f if retrain is not None else None
@@ -71,7 +71,7 @@ try:
     alphas = sp.parse_grid(st.session_state[ALPHAS], "α")
     table = sweep_table(prep, key, alphas, (selection.lambda_,))
 except UserError as exc:
-    st.error(str(exc))
+    widgets.show_user_error(exc)
     table = None
 if table is not None:
     found = sp.plateau(table, prep.baseline.d_r, retrain_d_f)
@@ -107,7 +107,7 @@ with lam_col:
         st.plotly_chart(sp.lambda_sweep_figure(sweep_table(prep, key, (selection.alpha,), lambdas), prep.baseline,
                                                retrain), width="stretch", key="sens_lambda_fig")
     except UserError as exc:
-        st.error(str(exc))
+        widgets.show_user_error(exc)
 with heat_col:
     heat_alphas = sp.heatmap_alphas(ceiling)
     st.markdown(f"**α × λ heatmap** ({len(heat_alphas)} × {len(sp.HEATMAP_LAMBDAS)} runs)")
