@@ -15,15 +15,15 @@ from ui import widgets
 configure_threads()  # one torch thread per core beyond the first: spinning threads starve a small machine
 
 st.set_page_config(page_title="LFSSD Explorer", layout="wide")
-# Emoji icons, not ":material/…" ones: Streamlit fetches those from an outside font server, and a
-# classroom may have no internet (the app makes no request beyond its own server).
+# No page icons: Streamlit fetches ":material/…" icons from an outside font server (a classroom may
+# have no internet: the app makes no request beyond its own server), and emoji need an emoji font.
 navigation = st.navigation([
-    st.Page("views/overview.py", title="Overview", icon="📖", default=True),
-    st.Page("views/model_data.py", title="Model & data", icon="🗂️"),
-    st.Page("views/forget.py", title="Forget", icon="🪄"),
-    st.Page("views/sensitivity.py", title="Sensitivity", icon="📈"),
-    st.Page("views/importance.py", title="Importance maps", icon="🔬"),
-    st.Page("views/compare.py", title="Compare methods", icon="⚖️"),
+    st.Page("views/overview.py", title="Overview", default=True),
+    st.Page("views/model_data.py", title="Model & data"),
+    st.Page("views/forget.py", title="Forget"),
+    st.Page("views/sensitivity.py", title="Sensitivity"),
+    st.Page("views/importance.py", title="Importance maps"),
+    st.Page("views/compare.py", title="Compare methods"),
 ])
 widgets.sidebar()
 navigation.run()

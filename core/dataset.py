@@ -34,6 +34,10 @@ class Dataset:
     # Dark background, bright strokes (MNIST-style digits): uploads with a light background are
     # inverted to match.
     dark_background: bool = False
+    # Digit sets: the share of the frame a digit's ink fills. A forget image is then prepared the
+    # way the set's own images were made (cropped to its ink, centred, scaled to that box, ink
+    # stretched to full brightness) instead of shrinking the whole picture. None: resize as is.
+    digit_box: float | None = field(default=None, compare=False)
     description: str = field(default="", compare=False)
 
     @property

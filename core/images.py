@@ -81,12 +81,15 @@ class Limits:
 
 
 def decode_image(data: bytes, name: str, shape: tuple[int, int, int], dark_background: bool,
-                 limits: Limits | None = None) -> torch.Tensor:
+                 limits: Limits | None = None, digit_box: float | None = None,
+                 notes: list[str] | None = None) -> torch.Tensor:
     """Decode one image file's bytes to a uint8 (C, H, W) tensor of ``shape`` (C is 1 or 3).
 
     With ``dark_background`` a light-background image (mostly bright border) is inverted, so a
     black-on-white digit becomes white-on-black like MNIST. ``limits`` counts the image's pixels
-    (from its header, before decoding) against a load's total.
+    (from its header, before decoding) against a load's total. ``digit_box`` (one channel only):
+    prepare it like a digit set's own images (``fit_digit``). ``notes`` collects warnings about
+    an image that is kept but may mean little (too small, too flat).
     """
     channels, height, width = shape
     if channels not in (1, 3):
@@ -95,6 +98,13 @@ def decode_image(data: bytes, name: str, shape: tuple[int, int, int], dark_backg
     try:
         im = _flatten(im, dark_background)
         im = im.convert("L" if channels == 1 else "RGB")
+        if notes is not None:
+            notes.extend(image_notes(im, name, (width, height)))
+        if digit_box is not None and channels == 1:
+            pixels = np.array(im, dtype=np.uint8)
+            if dark_background and _border_mean(torch.from_numpy(pixels)[None]) > 127:
+                pixels = 255 - pixels
+            return torch.from_numpy(fit_digit(pixels, (height, width), digit_box))[None]
         if im.size != (width, height):
             shrinking = width <= im.width and height <= im.height
             im = im.resize((width, height), Image.BOX if shrinking else Image.BILINEAR)
@@ -187,6 +197,68 @@ def _damaged(error: Exception, name: str) -> str:
     return f"{name} is damaged ({message})"
 
 
+def preview(data: bytes, name: str, size: int = 72) -> np.ndarray | None:
+    """A small RGB picture of a user's file for showing it (checked and converted like any image,
+    so no odd mode or size reaches a renderer); None when it is not a usable image."""
+    try:
+        im = _flatten(_open_checked(data, name), dark_background=False).convert("RGB")
+        im.thumbnail((size, size))
+    except (ImageError, ValueError, OSError, TypeError, KeyError):
+        return None
+    return np.asarray(im, dtype=np.uint8)
+
+
+FLAT_RANGE = 16  # grey levels: an image spanning fewer holds no shape worth forgetting
+
+
+def image_notes(im: Image.Image, name: str, size: tuple[int, int]) -> list[str]:
+    """Warnings for an image that decodes but may mean little to the model."""
+    notes = []
+    if im.width < size[0] or im.height < size[1]:
+        notes.append(f"{name} is {im.width}×{im.height} px, smaller than the model's {size[0]}×{size[1]} input: "
+                     "it was enlarged, and may mean little")
+    grey = np.asarray(im.convert("L"), dtype=np.int16)
+    if _flat(grey):
+        low, high = int(grey.min()), int(grey.max())
+        notes.append(f"{name} is almost flat (grey levels {low}–{high}): it shows nothing the model could recognise")
+    return notes
+
+
+def _flat(grey: np.ndarray) -> bool:
+    """Fewer than 1 in 1,000 pixels differ from the median by FLAT_RANGE grey levels or more."""
+    return bool((np.abs(grey - np.median(grey)) >= FLAT_RANGE).mean() < 0.001)
+
+
+def fit_digit(pixels: np.ndarray, shape: tuple[int, int], box: float) -> np.ndarray:
+    """Bright-on-dark ``pixels`` (H0, W0) → a (H, W) uint8 digit made the way digit sets make theirs:
+    cropped to its ink, padded square (centred), scaled to ``box`` of the frame with area
+    averaging, centred, and its brightest ink stretched to 255. A flat image is only resized."""
+    height, width = shape
+    values = pixels.astype(np.float64)
+    low, high = np.percentile(values, 1), values.max()
+    if _flat(pixels.astype(np.int16)) or high - low < FLAT_RANGE:
+        return np.asarray(Image.fromarray(pixels).resize((width, height), Image.BOX), dtype=np.uint8)
+    ink = values > low + 0.25 * (high - low)
+    rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
+    crop = np.clip(values[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] - low, 0, None)
+    side = max(crop.shape)
+    square = np.zeros((side, side))
+    top, left = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    square[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+    target = max(1, round(box * min(height, width)))
+    scaled = np.asarray(Image.fromarray(square.astype(np.float32), "F").resize((target, target), Image.BOX))
+    # centred by the ink's centre of mass, as MNIST does (a glyph that fills the frame cannot move)
+    mass = scaled.sum()
+    com_y = float((scaled.sum(axis=1) * np.arange(target)).sum() / mass) if mass else (target - 1) / 2
+    com_x = float((scaled.sum(axis=0) * np.arange(target)).sum() / mass) if mass else (target - 1) / 2
+    top = int(np.clip(round((height - 1) / 2 - com_y), 0, height - target))
+    left = int(np.clip(round((width - 1) / 2 - com_x), 0, width - target))
+    frame = np.zeros((height, width))
+    frame[top:top + target, left:left + target] = scaled
+    peak = frame.max()
+    return np.clip(np.rint(frame * (255.0 / peak if peak > 0 else 1.0)), 0, 255).astype(np.uint8)
+
+
 def _flatten(im: Image.Image, dark_background: bool) -> Image.Image:
     """Bring any Pillow mode to "L" or "RGB": transparency on the background, 16-bit to 8-bit."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -245,7 +317,7 @@ def _is_regular(path: Path) -> bool:
 
 
 def read_image_file(path: Path, shape: tuple[int, int, int], dark_background: bool,
-                    limits: Limits | None = None) -> torch.Tensor:
+                    limits: Limits | None = None, digit_box: float | None = None) -> torch.Tensor:
     """``decode_image`` on a file, refusing an oversized one (or not a regular file) before reading it."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
@@ -260,12 +332,12 @@ def read_image_file(path: Path, shape: tuple[int, int, int], dark_background: bo
             data = fh.read(MAX_IMAGE_BYTES + 1)  # a file that grew meanwhile is caught by decode_image
     except OSError as e:
         raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
-    return decode_image(data, str(path), shape, dark_background, limits)
+    return decode_image(data, str(path), shape, dark_background, limits, digit_box)
 
 
 def load_images(spec: str, shape: tuple[int, int, int], dark_background: bool, max_files: int = MAX_FILES,
                 max_total_bytes: int = MAX_TOTAL_BYTES, max_total_pixels: int = MAX_TOTAL_PIXELS,
-                ) -> tuple[torch.Tensor, list[str]]:
+                digit_box: float | None = None) -> tuple[torch.Tensor, list[str]]:
     """Images from a file, a folder (recursively) or a glob pattern → ((N, C, H, W) uint8, names).
 
     Fails on the first file that is not a usable image, with a message naming it, and when the
@@ -274,17 +346,19 @@ def load_images(spec: str, shape: tuple[int, int, int], dark_background: bool, m
     """
     files, names = _resolve(str(spec), max_files)
     limits = Limits(max_files, max_total_bytes, max_total_pixels)
-    images = [read_image_file(path, shape, dark_background, limits) for path in files]
+    images = [read_image_file(path, shape, dark_background, limits, digit_box) for path in files]
     return torch.stack(images), names
 
 
 def decode_images(files: Iterable[tuple[str, bytes]], shape: tuple[int, int, int], dark_background: bool,
                   max_files: int = MAX_FILES, max_total_bytes: int = MAX_TOTAL_BYTES,
-                  max_total_pixels: int = MAX_TOTAL_PIXELS) -> tuple[torch.Tensor, list[str], list[str]]:
+                  max_total_pixels: int = MAX_TOTAL_PIXELS, digit_box: float | None = None,
+                  notes: list[str] | None = None) -> tuple[torch.Tensor, list[str], list[str]]:
     """Uploaded (name, bytes) pairs → ((N, C, H, W) uint8, names, one message per skipped file).
 
     A file that is not a usable image is skipped with its message; going over the load's limits
     (count, total bytes, total pixels) raises ``ImageError``, as does having no usable image.
+    ``digit_box`` and ``notes``: as in ``decode_image``.
     """
     files = list(files)
     if len(files) > max_files:
@@ -294,7 +368,7 @@ def decode_images(files: Iterable[tuple[str, bytes]], shape: tuple[int, int, int
     for name, data in files:
         limits.take_file(name, len(data))
         try:
-            images.append(decode_image(data, name, shape, dark_background, limits))
+            images.append(decode_image(data, name, shape, dark_background, limits, digit_box, notes))
             names.append(name)
         except LimitError:
             raise

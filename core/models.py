@@ -25,6 +25,7 @@ class ModelInfo:
     # The model's stages (core.stages): evaluation after dampening restarts from the first stage
     # that holds a dampened element. None: one stage, the whole model.
     stages: Callable[[nn.Module], list] | None = None
+    label: str = ""  # a short name for select boxes (the description is their help); default: the name
 
     def stages_of(self, model: nn.Module) -> list:
         from core.stages import single_stage
@@ -227,14 +228,15 @@ def _vit_stages(model: nn.Module) -> list:
 
 
 MODELS.register("small_cnn", ModelInfo("small_cnn", "small CNN: 2 conv + 2 linear layers (trains in seconds)", small_cnn,
-                                       per_sample="hooks", stages=_sequential_stages))
+                                       per_sample="hooks", stages=_sequential_stages, label="small CNN"))
 MODELS.register("resnet18", ModelInfo("resnet18", "ResNet18, CIFAR variant (11 M parameters)",
                                       lambda shape, n: ResNet18Cifar(shape[0], n), per_sample="hooks",
-                                      stages=resnet_stages))
+                                      stages=resnet_stages, label="ResNet18"))
 MODELS.register("vit", ModelInfo("vit", "ViT-Tiny-sized, small patches, trained from scratch (timm)", small_vit,
-                                 stages=_vit_stages))
+                                 stages=_vit_stages, label="ViT (small, from scratch)"))
 MODELS.register("vit_b16", ModelInfo("vit_b16", "the paper's ViT-B/16, pretrained (needs the model hub)",
-                                     pretrained_vit_b16, per_sample="loop", stages=upsampled_vit_stages))
+                                     pretrained_vit_b16, per_sample="loop", stages=upsampled_vit_stages,
+                                     label="ViT-B/16 (pretrained)"))
 
 
 # --- checkpoints -----------------------------------------------------------------------------

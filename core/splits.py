@@ -194,7 +194,8 @@ def _images_split(dataset: Dataset, spec: ForgetSpec) -> ForgetSplit:
     if spec.value.startswith(TEST_IMAGES_PREFIX):
         images, names = test_images_of_class(dataset, spec.value.removeprefix(TEST_IMAGES_PREFIX))
     else:
-        images, names = load_images(spec.value, dataset.image_shape, dataset.dark_background)
+        images, names = load_images(spec.value, dataset.image_shape, dataset.dark_background,
+                                    digit_box=dataset.digit_box)
     return images_split(dataset, images, names, spec)
 
 

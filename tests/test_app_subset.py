@@ -42,8 +42,8 @@ def shown(at, label_start) -> float:
 
 
 def delta(at, label_start) -> float:
-    """A card's delta; none is shown below 0.05 points."""
-    return float(metric(at, label_start).delta or 0.0)
+    """A card's delta: "±0.0" (or none, on a gray card) below 0.05 points."""
+    return float((metric(at, label_start).delta or "0").replace("±", ""))
 
 
 def core_scores(cache: Path, evaluation: str):

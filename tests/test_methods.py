@@ -252,6 +252,6 @@ def test_paper_alphas():
     assert default_method_alpha("lfssd", "cifar10", "random") == 3.5
     assert default_method_alpha("ssd", "cifar10", "random") == 10
     assert default_method_alpha("ssd", "cifar20", "subclass", "vit_b16") == 25
-    assert default_method_alpha("ssd", "digits", "class") == 3.5  # 10 classes: α = 10 would select nothing
+    assert default_method_alpha("ssd", "digits", "class") == 10  # squared ratios: SSD's α sits higher
     assert [row.lfssd_alpha for row in PRESETS.get("table5").rows] == [5.0] * 5
     assert PRESETS.get("table6").ssd_alpha == {"ResNet18": 10.0, "ViT": 25.0}

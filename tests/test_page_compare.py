@@ -27,7 +27,9 @@ SCORES = ("d_r", "d_f", "test", "mia")
 def cli_compare(cache_dir, methods, repeats: int = 2, *extra: str) -> dict:
     """``python -m core compare`` as a user types it (α, λ for SSD/LFSSD as the app's sidebar has them)."""
     env = dict(os.environ, LFSSD_CACHE_DIR=str(cache_dir), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    settings = [arg for m in ("ssd", "lfssd") if m in methods for arg in ("--set", f"{m}.alpha=3.5", "--set", f"{m}.lambda=1")]
+    alphas = {"ssd": 10, "lfssd": 3.5}  # each method's own default α, as the page uses them
+    settings = [arg for m in ("ssd", "lfssd") if m in methods
+                for arg in ("--set", f"{m}.alpha={alphas[m]:g}", "--set", f"{m}.lambda=1")]
     proc = subprocess.run([sys.executable, "-m", "core", "compare", "--dataset", "digits", "--forget", "class:3",
                            "--methods", ",".join(methods), "--repeats", str(repeats), *settings, *extra, "--json"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)

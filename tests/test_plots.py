@@ -27,6 +27,30 @@ def test_the_ceiling_is_batches_of_d_over_batches_of_d_f_and_bounds_the_ratio(pr
                                   for k in prep.imp_full)  # … so α there selects only the I_D = 0 elements
 
 
+def test_ssd_gets_its_own_ceiling_the_largest_ratio_it_measured(cache_dir):
+    """SSD's ratios are of squared gradients and pass |D|/|D_f|: its ceiling is the largest ratio
+    measured, so α just above it selects only the I_D = 0 elements, and SSD's default α (10, its
+    paper's) lies below it and dampens."""
+    from core.cache import TensorCache
+    from core.paper import default_method_alpha
+
+    ssd = prepare(ExperimentConfig(kind="ssd"), TensorCache(cache_dir))
+    ratios = torch.cat([(ssd.imp_forget[k] / ssd.imp_full[k])[ssd.imp_full[k] > 0].flatten() for k in ssd.imp_full])
+    assert ssd.alpha_ceiling == pytest.approx(float(ratios.max()))
+    lfssd_bound = math.ceil(len(ssd.dataset.train_y) / 64) / math.ceil(ssd.split.num_forget / 64)
+    assert "squared gradients" in ssd.ceiling_note and "|D|/|D_f|" in prepare(
+        ExperimentConfig(), TensorCache(cache_dir)).ceiling_note
+    only_forget = sum(int(((ssd.imp_full[k] == 0) & (ssd.imp_forget[k] > 0)).sum()) for k in ssd.imp_full)
+    _, past = dampen(ssd.model, ssd.imp_full, ssd.imp_forget, ssd.alpha_ceiling * 1.0001, 1.0)
+    assert past.selected == only_forget
+    alpha = default_method_alpha("ssd", "digits", "class")
+    _, report = dampen(ssd.model, ssd.imp_full, ssd.imp_forget, alpha, 1.0)
+    assert alpha < ssd.alpha_ceiling and report.selected > only_forget
+    if ssd.alpha_ceiling > lfssd_bound:  # what the old, shared ceiling got wrong: SSD selects past it
+        _, beyond = dampen(ssd.model, ssd.imp_full, ssd.imp_forget, lfssd_bound * 1.01, 1.0)
+        assert beyond.selected > only_forget
+
+
 def test_histogram_splits_kept_and_dampened_at_alpha_and_labels_both_lines(prep):
     hist = ratio_histogram(prep.imp_full, prep.imp_forget)
     fig = ratio_histogram_figure(hist, 3.5, prep.alpha_ceiling)

@@ -39,6 +39,7 @@ SLIDERS_ON = {"forget": ("alpha", "lambda"), "sensitivity": ("alpha", "lambda"),
 CARDS_ON = ("forget", "overview")
 KIND_LABELS = {"class": "a whole class", "random": "random training images", "images": "images, without labels"}
 SOURCE_LABELS = {"test": "test images of one class (labels hidden)", "upload": "images I upload"}
+DEFAULT_ALPHA = {"lfssd": 3.5, "ssd": 10.0}  # on digits: LFSSD's 3.5, the SSD paper's 10
 CLASSES = (3, 5)  # a few, so that the walk revisits states and their caches
 ALPHA_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0,
               7.0, 8.0, 9.0, 10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0, 35.0, 40.0, 50.0, 60.0, 70.0, 80.0, 100.0)
@@ -118,6 +119,7 @@ class State:
     lambda_: float = 1.0
     method: str = "lfssd"
     mode: str = "batch"
+    alpha_memory: dict = field(default_factory=dict)  # each method keeps its own α
 
     @property
     def target(self) -> str:
@@ -178,7 +180,8 @@ class Engine:
             cache = TensorCache(self.cache_dir)
             if state.target == "images:upload":
                 data = load_dataset("digits")
-                images, names, _ = decode_images(list(state.usable_uploads), data.image_shape, data.dark_background)
+                images, names, _ = decode_images(list(state.usable_uploads), data.image_shape, data.dark_background,
+                                                 digit_box=data.digit_box)
                 config = replace(config, forget="images:walk")
                 self._prepared[key] = prepare(config, cache, forget_images=images, forget_names=names)
             else:
@@ -355,10 +358,13 @@ class Walk:
         return f"upload {'bad' if bad else len(files)} file(s)"
 
     def method(self) -> str:
-        method = "ssd" if self.state.method == "lfssd" else "lfssd"
+        s = self.state
+        method = "ssd" if s.method == "lfssd" else "lfssd"
         self._radio("Method", method.upper())
-        self.state.method = method
-        return f"method {method}"
+        s.alpha_memory[s.method] = s.alpha
+        s.alpha = s.alpha_memory.get(method, DEFAULT_ALPHA[method])
+        s.method = method
+        return f"method {method} (α {fmt(s.alpha)})"
 
     def mode(self) -> str:
         mode = "sample" if self.state.mode == "batch" else "batch"
@@ -439,6 +445,7 @@ class Walk:
         if not (s.kind == "images" and s.source == "test"):
             s.image_cls = fresh.image_cls
         s.uploads = ()
+        s.alpha_memory = {}  # the other method's α starts at its default again
         self.history.clear()
         self.future.clear()
 
@@ -492,7 +499,8 @@ class Walk:
             problems += self._cards(snap["metrics"])
             if s.page == "forget" and self.rng.random() < 0.25:
                 problems += self._report()
-        self.visited_states[(s.target, s.method, s.mode, fmt(s.alpha), fmt(s.lambda_))] = replace(s)
+        self.visited_states[(s.target, s.method, s.mode, fmt(s.alpha), fmt(s.lambda_))] = replace(
+            s, alpha_memory=dict(s.alpha_memory))
         if problems:
             self._fail(step, action, problems)
 
@@ -570,7 +578,8 @@ class Walk:
                 if done is None:
                     continue
                 taken += 1
-                self.log.append(Step(taken, done, replace(self.state), time.monotonic() - started))
+                self.log.append(Step(taken, done, replace(self.state, alpha_memory=dict(self.state.alpha_memory)),
+                                 time.monotonic() - started))
                 self.check(taken, done)
         finally:
             if self.context is not None:

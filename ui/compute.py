@@ -101,17 +101,41 @@ class AwaitingInput(UserError):
 
 
 def uploaded_images(data: Dataset) -> tuple[torch.Tensor, list[str]]:
-    """Decode this session's uploads into the data set's format; each bad file gets a warning,
-    a load over the count, byte or pixel limits an error (core.images enforces them)."""
+    """Decode this session's uploads into the data set's format (a digit set's way of making its
+    images: ``core.images.fit_digit``); each bad file gets a warning, each image that may mean
+    little a note, a load over the count, byte or pixel limits an error (core.images enforces them)."""
     files = st.session_state.get(UPLOADS) or []
     if not files:
         raise AwaitingInput("Upload one or more images to forget (PNG, JPEG, …) in the sidebar: LFSSD needs no "
                             "labels, so any images of this data set's kind will do.")
-    images, names, skipped = decode_images([(f.name, f.getvalue()) for f in files], data.image_shape,
-                                           data.dark_background, max_files=MAX_UPLOADS)
+    images, names, skipped, notes = decoded_uploads(data)
     for message in skipped:
         st.warning(f"skipped: {message}")
+    for message in notes:
+        st.warning(message)
     return images, names
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _decoded(_files: tuple, _data: Dataset, key: str):
+    """Keyed by ``key``, the digest of the files and the data set (the arguments themselves are not hashed)."""
+    notes: list[str] = []
+    images, names, skipped = decode_images(list(_files), _data.image_shape, _data.dark_background,
+                                           max_files=MAX_UPLOADS, digit_box=_data.digit_box, notes=notes)
+    return images, names, skipped, notes
+
+
+def decoded_uploads(data: Dataset):
+    """(images, names, skipped, notes) of this session's uploads, decoded once per content."""
+    files = tuple((f.name, f.getvalue()) for f in st.session_state.get(UPLOADS) or [])
+    return _decoded(files, data, _digest(files, data))
+
+
+def _digest(files: tuple, data: Dataset) -> str:
+    h = hashlib.sha256(data.name.encode())
+    for name, payload in files:
+        h.update(name.encode() + b"\0" + hashlib.sha256(payload).digest())
+    return h.hexdigest()
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

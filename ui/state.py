@@ -10,7 +10,8 @@ from core.experiment import default_alpha
 from core.splits import ForgetSpec
 
 DATASET, MODEL, TARGET, ALPHA, LAMBDA, METHOD, MODE = "dataset", "model", "target", "alpha", "lambda", "method", "mode"
-DEFAULTS = {DATASET: "digits", MODEL: "small_cnn", TARGET: "class:3", ALPHA: 3.5, LAMBDA: 1.0, METHOD: "lfssd", MODE: "batch"}
+# in the order they are filled: α's default depends on the data set, the target and the method
+DEFAULTS = {DATASET: "digits", MODEL: "small_cnn", TARGET: "class:3", METHOD: "lfssd", ALPHA: 3.5, LAMBDA: 1.0, MODE: "batch"}
 FLOATS = (ALPHA, LAMBDA)
 # The target picker's own widgets; TARGET (the URL-able spec string) is composed from them.
 T_KIND, T_CLASS, T_SUBCLASS, T_N, T_SEED, T_SOURCE, T_IMAGE_CLASS, UPLOADS = (
@@ -107,8 +108,8 @@ def init_from_url() -> None:
         if key in st.session_state:
             continue
         value, raw = default, params.get(key) if first_run else None
-        if key == ALPHA:  # DEFAULTS lists the data set and target first: α suits them
-            value = suggested_alpha(st.session_state[DATASET], st.session_state[TARGET])
+        if key == ALPHA:  # DEFAULTS lists the data set, target and method first: α suits them
+            value = suggested_alpha(st.session_state[DATASET], st.session_state[TARGET], st.session_state[METHOD])
         if raw is not None:
             value, problem = url_value(key, raw, value)
             if problem:
@@ -159,11 +160,37 @@ def write_to_url(selection: Selection) -> None:
                                METHOD: selection.method, MODE: selection.mode})
 
 
-def suggested_alpha(dataset: str, target: str) -> float:
+def suggested_alpha(dataset: str, target: str, method: str = "lfssd") -> float:
+    from core.paper import default_method_alpha
+
     try:
-        return default_alpha(dataset, ForgetSpec.parse(target).kind)
+        return default_method_alpha(method, dataset, ForgetSpec.parse(target).kind)
     except ValueError:
         return DEFAULTS[ALPHA]
+
+
+# Each method keeps its own α (SSD's squared ratios want a higher one): ALPHA is the α of the method
+# in use; switching method puts the other's last α (or its default) on the slider and in the URL.
+ALPHA_BY_METHOD, ALPHA_METHOD = "_alpha_by_method", "_alpha_method"
+
+
+def follow_method() -> None:
+    """Swap α when the method changed since the last full run (called before anything is drawn)."""
+    s = st.session_state
+    memory = s.setdefault(ALPHA_BY_METHOD, {})
+    previous = s.get(ALPHA_METHOD)
+    if previous is not None and previous != s[METHOD]:
+        memory[previous] = s[ALPHA]
+        s[ALPHA] = memory.get(s[METHOD], suggested_alpha(s[DATASET], s[TARGET], s[METHOD]))
+    s[ALPHA_METHOD] = s[METHOD]
+
+
+def alpha_for(method: str) -> float:
+    """The α a method would use now: the slider's for the method in use, else its own last one."""
+    s = st.session_state
+    if method == s[METHOD]:
+        return float(s[ALPHA])
+    return float(s.get(ALPHA_BY_METHOD, {}).get(method, suggested_alpha(s[DATASET], s[TARGET], method)))
 
 
 def _whole(text: str, what: str) -> int:
@@ -256,5 +283,7 @@ def init_picker(num_classes: int, num_subclasses: int = 0) -> None:
     st.session_state[PICKER] = picker
     st.session_state[TARGET] = target_from_values(picker)
     if st.session_state.get("_picker_for") is not None:  # the user switched data sets: α to suit the new one
-        st.session_state[ALPHA] = suggested_alpha(st.session_state[DATASET], target_from_picker())
+        st.session_state[ALPHA] = suggested_alpha(st.session_state[DATASET], target_from_picker(),
+                                                  st.session_state[METHOD])
+        st.session_state[ALPHA_BY_METHOD] = {}
     st.session_state["_picker_for"] = (st.session_state[DATASET], num_classes)

@@ -22,17 +22,21 @@ def sidebar() -> state.Selection:
     """Draw the shared sidebar; returns the selection (also written to the URL)."""
     state.begin_full_run()
     state.init_from_url()
+    state.follow_method()
     with st.sidebar:
         choices = available_datasets()
         if st.session_state[state.DATASET] not in choices:
             state.warn_url(f"data set '{st.session_state[state.DATASET]}' is not available here; using digits "
                            "(CIFAR needs its files in $LFSSD_DATA_DIR)")
             st.session_state[state.DATASET] = "digits"
-        st.selectbox("Data set", choices, key=state.DATASET, format_func=lambda n: DATASETS.get(n).description)
+        st.selectbox("Data set", choices, key=state.DATASET, format_func=lambda n: DATASETS.get(n).label or n,
+                     help="\n".join(f"- **{DATASETS.get(n).label or n}**: {DATASETS.get(n).description}" for n in choices))
         if st.session_state[state.MODEL] not in MODEL_CHOICES:
             state.warn_url(f"model '{st.session_state[state.MODEL]}' is not offered here; using small_cnn")
             st.session_state[state.MODEL] = "small_cnn"
-        st.selectbox("Model", MODEL_CHOICES, key=state.MODEL, format_func=lambda n: MODELS.get(n).description)
+        st.selectbox("Model", MODEL_CHOICES, key=state.MODEL, format_func=lambda n: MODELS.get(n).label or n,
+                     help="\n".join(f"- **{MODELS.get(n).label or n}**: {MODELS.get(n).description}"
+                                    for n in MODEL_CHOICES))
         target_picker()
         st.radio("Method", KINDS, key=state.METHOD, horizontal=True, format_func=str.upper,
                  help="LFSSD: label-free (‖f(x)‖² sensitivity). SSD: labelled (Fisher diagonal).")
@@ -67,7 +71,7 @@ def _copy(source: str, target: str) -> None:
     st.session_state[target] = st.session_state[source]
 
 
-def alpha_slider(ceiling: float | None = None) -> float:
+def alpha_slider(ceiling: float | None = None, ceiling_note: str | None = None) -> float:
     """α on a log scale; values past the ratio ceiling (≈ |D|/|D_f|) are marked.
 
     The slider displays and edits ALPHA, which it does not own (``state.bind``): its own key copies
@@ -75,17 +79,19 @@ def alpha_slider(ceiling: float | None = None) -> float:
     """
     s = st.session_state
     alpha = float(s[state.ALPHA])
-    state.bind(state.W_ALPHA, alpha)
 
     def label(a: float) -> str:
         return f"{a:g}" + (" (past the ceiling)" if ceiling is not None and a > ceiling else "")
 
-    st.select_slider("α — selection threshold (log scale)", sorted({*ALPHA_GRID, alpha}), key=state.W_ALPHA,
+    options = sorted({*ALPHA_GRID, alpha})
+    # the browser redraws a select slider whose option labels changed (a new ceiling marks other
+    # options) at its first option: the labels are part of what must not change unseen
+    state.bind(state.W_ALPHA, alpha, identity=tuple(label(a) for a in options))
+    st.select_slider("α — selection threshold (log scale)", options, key=state.W_ALPHA,
                      format_func=label, on_change=_copy, args=(state.W_ALPHA, state.ALPHA),
                      help="an element is dampened when I_Df > α·I_D: lower α dampens more")
     if ceiling is not None:
-        st.caption(f"Ceiling ≈ {ceiling:.3g} (|D|/|D_f|, counted in batches in batch mode): I_Df/I_D rarely "
-                   "exceeds it, so α above it dampens next to nothing.")
+        st.caption(f"Ceiling ≈ {ceiling:.3g} ({ceiling_note or '|D|/|D_f|: α above it dampens next to nothing'}).")
     return float(s[state.ALPHA])
 
 
@@ -143,6 +149,40 @@ def target_picker() -> None:
         else:
             st.file_uploader("Images to forget (PNG, JPEG, GIF, BMP, WebP, TIFF)", accept_multiple_files=True,
                              type=["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"], key=state.UPLOADS)
+            model_inputs(data)
+
+
+MODEL_INPUTS_SHOWN = 6
+
+
+def model_inputs(data) -> None:
+    """Each upload beside what the model is given (a digit set's images are made from the ink)."""
+    import numpy as np
+    from PIL import Image
+
+    from core.errors import UserError
+    from core.images import preview
+    from ui.compute import decoded_uploads
+
+    files = {f.name: f for f in st.session_state.get(state.UPLOADS) or []}
+    if not files:
+        return
+    try:
+        images, names, _, _ = decoded_uploads(data)
+    except UserError:
+        return  # the page says what is wrong with them
+    how = ("cropped to the ink, centred and scaled as the set's own digits" if data.digit_box else "resized")
+    with st.expander(f"What the model sees ({len(names)} image(s), {how})", expanded=len(names) <= 3):
+        for name, image in list(zip(names, images))[:MODEL_INPUTS_SHOWN]:
+            original, given = st.columns(2)
+            picture = preview(files[name].getvalue(), name)  # never the user's bytes as they are
+            if picture is not None:
+                original.image(picture, caption=name, width=72)
+            pixels = image.permute(1, 2, 0).numpy().squeeze(-1) if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+            big = Image.fromarray(np.ascontiguousarray(pixels)).resize((72, 72), Image.NEAREST)
+            given.image(big, caption=f"model input {image.shape[2]}×{image.shape[1]}", width=72)
+        if len(names) > MODEL_INPUTS_SHOWN:
+            st.caption(f"… and {len(names) - MODEL_INPUTS_SHOWN} more")
 
 
 def _superclass_names(data) -> list[str]:
@@ -168,6 +208,10 @@ def _delta(new: float | None, old: float | None, always: bool = False) -> str | 
 RETRAIN_TOLERANCE = {"d_r": 1.0, "d_f": 5.0, "mia": 10.0}
 
 
+def _arrow(delta: str | None) -> str:
+    return "off" if delta == "±0.0" else "auto"
+
+
 def judge(field: str, value: float | None, reference: float | None) -> tuple[str, str | None]:
     """(delta colour, words) for a figure against the retrained model's: green within the tolerance,
     orange within three times it, red beyond; gray without a reference. D_f or MIA well below the
@@ -178,12 +222,12 @@ def judge(field: str, value: float | None, reference: float | None) -> tuple[str
     tolerance, gap = RETRAIN_TOLERANCE[field], value - reference
     miss = max(-gap, 0.0) if field == "d_r" else abs(gap)
     color = "green" if miss <= tolerance else "orange" if miss <= 3 * tolerance else "red"
-    if miss <= tolerance:
-        words = f"retrain {reference:.1f}: close"
+    if miss <= tolerance:  # short: a card is ~150 px wide at 1280 px; the colour carries the verdict
+        words = f"retrain {reference:.1f}"
     elif field == "d_r":
-        words = f"retrain {reference:.1f}: {-gap:.1f} points lost"
+        words = f"retrain {reference:.1f} · lost"
     else:
-        words = f"retrain {reference:.1f}: {'over' if gap < 0 else 'under'}-forgetting ({gap:+.1f})"
+        words = f"retrain {reference:.1f} · {'over' if gap < 0 else 'under'}"
     return color, words
 
 
@@ -210,13 +254,13 @@ def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, da
     cells = iter(cols)
     if labelled:
         color, words = judge("d_r", new.d_r, _reference(retrain, "d_r"))
-        next(cells).metric(f"D_r accuracy ({base.d_r_split})", f"{new.d_r:.1f} %",
-                           _delta(new.d_r, base.d_r, always=color != "gray"),
-                           delta_color=color, delta_description=words)
+        delta = _delta(new.d_r, base.d_r, always=color != "gray")
+        next(cells).metric(f"D_r accuracy ({base.d_r_split})", f"{new.d_r:.1f} %", delta, delta_color=color,
+                           delta_arrow=_arrow(delta), delta_description=words)
         color, words = judge("d_f", new.d_f, _reference(retrain, "d_f"))
+        delta = _delta(new.d_f, base.d_f, always=color != "gray")
         next(cells).metric(f"D_f accuracy ({base.d_f_split})", "—" if new.d_f is None else f"{new.d_f:.1f} %",
-                           _delta(new.d_f, base.d_f, always=color != "gray"), delta_color=color,
-                           delta_description=words)
+                           delta, delta_color=color, delta_arrow=_arrow(delta), delta_description=words)
         next(cells).metric("test accuracy", f"{new.test:.1f} %", _delta(new.test, base.test), delta_color="gray")
     else:
         next(cells).metric("test accuracy (whole split = D_r)", f"{new.test:.1f} %", _delta(new.test, base.test),
@@ -229,8 +273,8 @@ def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, da
     mia_cell = next(cells)
     if new.mia is not None:
         color, words = judge("mia", new.mia, _reference(retrain, "mia"))
-        mia_cell.metric("MIA (entropy attack)", f"{new.mia:.1f}", _delta(new.mia, base.mia, always=color != "gray"),
-                        delta_color=color,
+        delta = _delta(new.mia, base.mia, always=color != "gray")
+        mia_cell.metric("MIA (entropy attack)", f"{new.mia:.1f}", delta, delta_color=color, delta_arrow=_arrow(delta),
                         delta_description=words, help=mia_help)
     else:
         mia_cell.metric("MIA (entropy attack)", "—", help=f"{mia_help} No number: {new.mia_note}.")
@@ -238,7 +282,9 @@ def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, da
                        delta_color="off", delta_arrow="off")
     reference = (reference_note or ("colours: distance to the model retrained without D_f (green within "
                                     f"{RETRAIN_TOLERANCE['d_f']:g} points for D_f, {RETRAIN_TOLERANCE['mia']:g} "
-                                    "for the MIA; orange within 3×; red beyond)" if retrain is not None else
+                                    "for the MIA; orange within 3×; red beyond); *over*: over-forgetting, well "
+                                    "below the retrained model, itself a detectable trace; *under*: not forgotten "
+                                    "enough" if retrain is not None else
                                     "no retrained reference yet, so the deltas are gray"))
     st.caption(DEFINITIONS.get(target_kind, DEFINITIONS["class"])
                + "**MIA**: % of the forget images the entropy attack calls training members; the goal is the "

@@ -57,8 +57,10 @@ except UserError as exc:
     widgets.show_user_error(exc)
     st.stop()
 st.subheader(f"Compare methods — forgetting {prep.split.description}, {prep.config.model} on {sel.dataset}")
-st.caption(f"The sidebar picks the target; its Method switch does not apply here. SSD and LFSSD use α = "
-           f"{sel.alpha:g}, λ = {sel.lambda_:g} (the Forget page's sliders)."
+alphas = {m: state.alpha_for(m) for m in DAMPENING}
+st.caption(f"The sidebar picks the target; its Method switch does not apply here. SSD and LFSSD each use their own "
+           f"α (the Forget page's slider for that method; SSD's squared ratios want a higher one): SSD α = "
+           f"{alphas['ssd']:g}, LFSSD α = {alphas['lfssd']:g}; λ = {sel.lambda_:g}."
            + (" The paper protocol uses batch-mode importance, whatever the sidebar's mode." if paper else ""))
 
 availability = available_methods(prep.split)
@@ -66,7 +68,7 @@ methods, repeats, paper, clicked = controls_ui([m for m, reason in availability.
 blocked = cp.blocked_message(availability)
 if blocked:
     st.info(blocked)
-params = tuple((m, (("alpha", sel.alpha), ("lambda", sel.lambda_))) for m in methods if m in DAMPENING)
+params = tuple((m, (("alpha", alphas[m]), ("lambda", sel.lambda_))) for m in methods if m in DAMPENING)
 request = (compute.experiment_key(prep), tuple(methods), repeats, params, "paper" if paper else "app")
 done = st.session_state.setdefault(DONE, set())
 if clicked:

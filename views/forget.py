@@ -15,6 +15,19 @@ from core.plots import (beta_histogram_figure, layer_bars_figure, per_class_figu
 from ui import compute, downloads, state, widgets
 
 
+def nothing_selected(hist, alpha: float, kind: str) -> str:
+    """Why α selects nothing, and what to try: a default that does nothing must say so."""
+    filled = hist.counts.nonzero()[0]
+    top = 10 ** float(hist.edges[filled[-1] + 1]) if len(filled) else None
+    why = (f"no element's I_Df/I_D exceeds α = {alpha:g}" + (f" (the largest is below ≈ {top:.3g})" if top else ""))
+    if kind == "random":
+        return (f"Nothing is dampened: {why}. For random training images that is the expected outcome: they look "
+                "like the rest of D, so no parameter matters more to them, and a model retrained without them "
+                "behaves much like the baseline on them (compare the MIA with the retrained value). "
+                + (f"Lower α below {top:.3g} to see what dampening them costs." if top else ""))
+    return f"Nothing is dampened: {why}." + (f" Lower α below {top:.3g} to forget." if top else "")
+
+
 @st.fragment
 def live(prep: Prepared, retrain: EvalResult | None) -> None:
     sel = state.current()
@@ -44,7 +57,7 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
     with left:
         alpha_col, lambda_col = st.columns([3, 2])
         with alpha_col:
-            widgets.alpha_slider(prep.alpha_ceiling)
+            widgets.alpha_slider(prep.alpha_ceiling, prep.ceiling_note)
         with lambda_col:
             widgets.lambda_slider()
         st.markdown("**Which elements α selects** — right of the dashed line are dampened")
@@ -53,6 +66,8 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
         st.caption(f"At α = {sel.alpha:g}: {result.report.selected:,} of {result.report.numel:,} elements "
                    f"({result.report.fraction:.2%}) dampened. {hist.only_forget:,} matter only to D_f "
                    f"(I_D = 0: zeroed at any α); {hist.no_signal:,} get no gradient at all and are never touched.")
+        if result.report.selected == 0:
+            st.info(nothing_selected(hist, sel.alpha, prep.split.spec.kind))
     with right:
         st.markdown("**Where: share of each tensor dampened** (input at the top)")
         st.plotly_chart(layer_bars_figure(result.report), width="stretch", key="fg_layers")

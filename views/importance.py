@@ -51,7 +51,7 @@ try:
     st.caption("I_D: how much each parameter element matters over all training data D; I_Df: over the forget "
                f"set alone. Equation 1 dampens an element when I_Df > α·I_D (α = {sel.alpha:g}).")
     with st.columns([2, 3])[0]:
-        widgets.alpha_slider(prep.alpha_ceiling)
+        widgets.alpha_slider(prep.alpha_ceiling, prep.ceiling_note)
 
     left, right = st.columns(2)
     with left:

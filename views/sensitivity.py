@@ -55,7 +55,7 @@ if needs_subset(prep.dataset, prep.split):
                "page's **Full evaluation** gives exact figures, with 95 % intervals for the subset's.")
 alpha_col, lambda_col = st.columns(2)
 with alpha_col:
-    widgets.alpha_slider(ceiling)
+    widgets.alpha_slider(ceiling, prep.ceiling_note)
 with lambda_col:
     widgets.lambda_slider()
 selection = state.current()  # the sliders' values, as just drawn
