@@ -94,6 +94,42 @@ def fit(model: nn.Module, dataset: Dataset, config: TrainConfig, indices: torch.
     return model.eval().cpu()
 
 
+def _model_key(model_name: str, dataset: Dataset, config: TrainConfig, indices: torch.Tensor | None) -> str:
+    index_key = None if indices is None else make_key(tuple(indices.tolist()))
+    return make_key("model", model_name, dataset.fingerprint, tuple(sorted(asdict(config).items())), index_key)
+
+
+def is_trained(model_name: str, dataset: Dataset, config: TrainConfig | None = None,
+               cache: TensorCache | None = None) -> bool:
+    """Whether ``trained_model`` would load this model from the cache rather than train it."""
+    config = config or default_config(model_name, dataset.name)
+    return (cache or TensorCache()).path("models", _model_key(model_name, dataset, config, None)).is_file()
+
+
+def estimate_training_seconds(model_name: str, dataset: Dataset, config: TrainConfig | None = None,
+                              importance_passes: float = 2.0) -> float:
+    """Seconds to train ``model_name`` on ``dataset`` here, from a one-batch probe: one training step
+    timed after a warm-up one, times the run's steps, plus ``importance_passes`` passes over the
+    training set at about a step's cost per batch (I_D and I_Df come next)."""
+    config = config or default_config(model_name, dataset.name)
+    model = create_model(model_name, dataset.image_shape, dataset.num_classes, seed=config.seed).to(default_device())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    batch = torch.arange(min(config.batch_size, len(dataset.train_y)))
+    x = dataset.normalize(dataset.train_x[batch]).to(default_device())
+    labels = dataset.train_y[batch].to(default_device())
+    model.train()
+    step_seconds = 0.0
+    for attempt in range(2):  # the first step pays for one-off allocations
+        started = time.perf_counter()
+        loss = F.cross_entropy(model(x), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step_seconds = time.perf_counter() - started
+    steps = _num_batches(len(dataset.train_y), config.batch_size)
+    return step_seconds * steps * (config.epochs + importance_passes)
+
+
 def _wrong_logit_energy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the squared logits of the classes a sample is not."""
     wrong = torch.ones_like(logits).scatter_(1, labels[:, None], 0.0)
@@ -122,8 +158,7 @@ def trained_model(model_name: str, dataset: Dataset, config: TrainConfig | None 
     """
     config = config or default_config(model_name, dataset.name)
     cache = cache or TensorCache()
-    index_key = None if indices is None else make_key(tuple(indices.tolist()))
-    key = make_key("model", model_name, dataset.fingerprint, tuple(sorted(asdict(config).items())), index_key)
+    key = _model_key(model_name, dataset, config, indices)
     model = create_model(model_name, dataset.image_shape, dataset.num_classes, seed=config.seed)
     state = cache.get("models", key)
     if state is not None and set(state) == set(model.state_dict()):

@@ -46,21 +46,32 @@ def test_switching_pages_keeps_the_sliders_on_the_values_in_use(browser_page, st
     assert not _page_problems(page), _page_problems(page)
 
 
-def test_uploading_after_the_empty_uploader_keeps_alpha_and_lambda(browser_page, streamlit_server):
-    page = browser_page
-    open_app(page, streamlit_server)
+def to_the_empty_uploader(page, server):
+    """Open Forget and pick "images, without labels" → "images I upload"; returns the sidebar."""
+    open_app(page, server)
     sidebar = page.get_by_test_id("stSidebar")
     run_and_wait(page, lambda: sidebar.get_by_text("images, without labels").click())
     run_and_wait(page, lambda: sidebar.get_by_text("images I upload").click())
+    return sidebar
+
+
+def pick_sample_mode(page, sidebar) -> None:
+    """An unrelated click: the importance-mode radio."""
+    run_and_wait(page, lambda: sidebar.get_by_test_id("stRadio").filter(has_text="Importance mode")
+                 .get_by_text("sample", exact=True).click())
+    wait_idle(page)
+
+
+def test_uploading_after_the_empty_uploader_keeps_alpha_and_lambda(browser_page, streamlit_server):
+    page = browser_page
+    sidebar = to_the_empty_uploader(page, streamlit_server)
     assert page.get_by_test_id("stAlert").filter(has_text="Upload one or more images").count() == 1
     assert page.get_by_role("slider", name=ALPHA_NAME).count() == 0  # no sliders while nothing is uploaded
     run_and_wait(page, lambda: sidebar.locator("input[type=file]").set_input_files(files=good_files(5)))
     wait_idle(page)
     assert sliders(page) == (3.5, 1.0)
     assert "At α = 3.5:" in page.get_by_test_id("stMain").inner_text()
-    run_and_wait(page, lambda: sidebar.get_by_test_id("stRadio").filter(has_text="Importance mode")
-                 .get_by_text("sample", exact=True).click())  # an unrelated click
-    wait_idle(page)
+    pick_sample_mode(page, sidebar)
     params = url_params(page)
     assert (params["alpha"], params["lambda"], params["mode"]) == ("3.5", "1", "sample")
     assert sliders(page) == (3.5, 1.0)
@@ -69,18 +80,13 @@ def test_uploading_after_the_empty_uploader_keeps_alpha_and_lambda(browser_page,
 
 def test_leaving_the_empty_uploader_for_a_class_keeps_the_class_and_the_sliders(browser_page, streamlit_server):
     page = browser_page
-    open_app(page, streamlit_server)
-    sidebar = page.get_by_test_id("stSidebar")
-    run_and_wait(page, lambda: sidebar.get_by_text("images, without labels").click())
-    run_and_wait(page, lambda: sidebar.get_by_text("images I upload").click())
+    sidebar = to_the_empty_uploader(page, streamlit_server)
     run_and_wait(page, lambda: sidebar.get_by_text("a whole class").click())
     wait_idle(page)
     assert url_params(page)["target"] == "class:3"
     assert "class 3" in page.get_by_role("heading", name=re.compile("^Forgetting")).inner_text()
     assert sliders(page) == (3.5, 1.0)
-    run_and_wait(page, lambda: sidebar.get_by_test_id("stRadio").filter(has_text="Importance mode")
-                 .get_by_text("sample", exact=True).click())
-    wait_idle(page)
+    pick_sample_mode(page, sidebar)
     params = url_params(page)
     assert (params["target"], params["alpha"], params["lambda"]) == ("class:3", "3.5", "1")
     assert float(page.get_by_test_id("stMetric").filter(has_text="D_r accuracy")

@@ -37,6 +37,7 @@ def prepared(selection: Selection, method: str | None = None, mode: str | None =
     uploads (``images:upload``); the baseline is the trained model or the user's checkpoint."""
     dataset_name, model, target = selection.dataset, selection.model, selection.target
     method, mode, checkpoint = method or selection.method, mode or selection.mode, selection.checkpoint
+    training_gate(selection)
     if not target.startswith("images:"):
         prep, warnings = _prepared(dataset_name, model, target, method, mode, checkpoint, None, None, (),
                                    str(cache_root()))
@@ -48,6 +49,60 @@ def prepared(selection: Selection, method: str | None = None, mode: str | None =
     for message in warnings:  # e.g. an unwritable cache folder, a damaged entry recomputed
         st.warning(f"cache: {message}")
     return prep
+
+
+HEAVY_SECONDS = 20  # a model that takes longer than this to train waits for the user's go-ahead
+APPROVED = "_approved_training"  # session: {(data set, model)} the user chose to train
+
+
+def estimated_seconds(model: str, dataset_name: str, cache_dir: str) -> float | None:
+    """Expected seconds to train ``model`` and compute its importances here; None if it is cached."""
+    from core.train import default_config, is_trained
+
+    if is_trained(model, dataset(dataset_name), default_config(model, dataset_name), TensorCache(cache_dir)):
+        return None
+    return _probe(model, dataset_name)
+
+
+@st.cache_data(show_spinner="timing one training batch…", max_entries=16)
+def _probe(model: str, dataset_name: str) -> float:
+    from core.train import default_config, estimate_training_seconds
+
+    return estimate_training_seconds(model, dataset(dataset_name), default_config(model, dataset_name))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def training_gate(selection: Selection) -> None:
+    """A model that is not trained yet and takes long starts only on a click, with the time it will
+    take said first (from a one-batch probe), and a Cancel button while it trains."""
+    from core.models import MODELS
+    from ui.state import MODEL
+
+    if selection.checkpoint:
+        return
+    seconds = estimated_seconds(selection.model, selection.dataset, str(cache_root()))
+    if seconds is None or seconds < HEAVY_SECONDS:
+        return
+    key, approved = (selection.dataset, selection.model), st.session_state.setdefault(APPROVED, set())
+    label = MODELS.get(selection.model).label or selection.model
+    if key in approved:
+        st.button("Cancel training", key="cancel_training", on_click=approved.discard, args=(key,),
+                  help="stops at the end of the current epoch; nothing is kept")
+        st.caption(f"Training {label} on {selection.dataset}: about {_duration(seconds)} in all, as estimated "
+                   "from one batch on this machine.")
+        return
+    left, right = st.columns(2)
+    left.button(f"Train it (≈ {_duration(seconds)})", key="train_heavy", on_click=approved.add, args=(key,),
+                type="primary")
+    right.button("Use the small CNN instead", key="use_small_cnn",
+                 on_click=lambda: st.session_state.update({MODEL: "small_cnn"}))
+    raise AwaitingInput(f"{label} is not trained on {selection.dataset} yet. Training it here takes about "
+                        f"{_duration(seconds)} (estimated from one timed training batch on this machine, with the two "
+                        "importance passes after it); it is then cached. Start it above, or use the small CNN, which "
+                        "trains in seconds.")
 
 
 def _forget_images(data: Dataset, target: str) -> tuple[torch.Tensor, list[str]]:
@@ -208,6 +263,17 @@ def reference_note(prep: Prepared) -> str | None:
     if not prep.split.labelled:
         return "no retrained reference: unlabelled images name nothing to leave out of the training set"
     return None
+
+
+def reference_about(prep: Prepared) -> str:
+    """Which retrained model the cards compare with: one seed, stated, and how Compare relates to it."""
+    from core.train import default_config
+
+    cfg = prep.config
+    epochs = default_config(cfg.model, prep.dataset.name, epochs=cfg.epochs, seed=cfg.seed).epochs
+    source = "your checkpoint's architecture with the default recipe" if cfg.checkpoint else "the default recipe"
+    return (f"retrained reference: one model trained from scratch on D_r, seed {cfg.seed}, {epochs} epochs of "
+            f"{source}; Compare's Retrain column averages seeds 0, 1, …, and its seed {cfg.seed} is this model")
 
 
 def experiment_key(prep: Prepared) -> tuple:

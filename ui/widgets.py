@@ -246,7 +246,8 @@ DEFINITIONS = {  # what each card measures, by target kind
 
 
 def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, dampened: int,
-                 retrain: EvalResult | None = None, target_kind: str = "class", reference_note: str | None = None) -> None:
+                 retrain: EvalResult | None = None, target_kind: str = "class", reference_note: str | None = None,
+                 reference_about: str | None = None) -> None:
     """Scores after forgetting. Deltas: the change against the baseline; their colour: how close the
     figure is to the retrained model's (``judge``), gray where there is no reference."""
     labelled = new.d_f_split is not None
@@ -286,9 +287,10 @@ def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, da
                                     "below the retrained model, itself a detectable trace; *under*: not forgotten "
                                     "enough" if retrain is not None else
                                     "no retrained reference yet, so the deltas are gray"))
+    about = f" · {reference_about}" if retrain is not None and reference_about else ""
     st.caption(DEFINITIONS.get(target_kind, DEFINITIONS["class"])
                + "**MIA**: % of the forget images the entropy attack calls training members; the goal is the "
-               f"retrained model's value, not 0 · {reference}.")
+               f"retrained model's value, not 0 · {reference}{about}.")
     if new.mia is None:
         st.caption(f"MIA: no number after forgetting, because {new.mia_note}. Attack fitted on {new.mia_sets}.")
     elif not new.mia_sets.endswith("(the papers' sets)"):

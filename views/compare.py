@@ -87,7 +87,9 @@ if request not in done:
     st.stop()
 
 result = comparison(prep, *request)
-st.caption(cp.run_summary(result) + f" The attack is fitted on {prep.baseline.mia_sets}.")
+st.caption(cp.run_summary(result) + f" The attack is fitted on {prep.baseline.mia_sets}."
+           + (" Retrain's seed 0 is the retrained reference the Forget and Overview cards show."
+              if "retrain" in set(result.summary["method"]) else ""))
 if result.skipped:
     st.warning("Left out: " + "; ".join(result.skipped.values()))
 st.table(cp.paper_table(result.summary))

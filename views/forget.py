@@ -51,7 +51,8 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
                 widgets.subset_caption(scores)
     with cards:
         widgets.metric_cards(compute.baseline_like(prep, scores), scores, result.report.fraction,
-                             result.report.selected, retrain, prep.split.spec.kind, compute.reference_note(prep))
+                             result.report.selected, retrain, prep.split.spec.kind, compute.reference_note(prep),
+                             compute.reference_about(prep))
 
     left, right = st.columns([3, 2])
     with left:

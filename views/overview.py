@@ -26,7 +26,7 @@ try:
     train_reference_after = (prep, key) if prep.split.labelled and retrain is None else None
     st.markdown(f"**Live:** forgetting {prep.split.description} at α = {selection.alpha:g}, λ = {selection.lambda_:g}")
     widgets.metric_cards(prep.baseline, result.result, result.report.fraction, result.report.selected, retrain,
-                         prep.split.spec.kind, compute.reference_note(prep))
+                         prep.split.spec.kind, compute.reference_note(prep), compute.reference_about(prep))
 except UserError as exc:
     widgets.show_user_error(exc)
 st.markdown("**Explore**")
