@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core.experiment import default_alpha
 from core.splits import ForgetSpec
 
 DATASET, MODEL, TARGET, ALPHA, LAMBDA, METHOD, MODE = "dataset", "model", "target", "alpha", "lambda", "method", "mode"
