@@ -237,7 +237,7 @@ def fit_digit(pixels: np.ndarray, shape: tuple[int, int], box: float) -> np.ndar
     values = pixels.astype(np.float64)
     low, high = np.percentile(values, 1), values.max()
     if _flat(pixels.astype(np.int16)) or high - low < FLAT_RANGE:
-        return np.asarray(Image.fromarray(pixels).resize((width, height), Image.BOX), dtype=np.uint8)
+        return np.array(Image.fromarray(pixels).resize((width, height), Image.BOX), dtype=np.uint8)  # writable
     ink = values > low + 0.25 * (high - low)
     rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
     crop = np.clip(values[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] - low, 0, None)
