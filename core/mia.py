@@ -66,11 +66,6 @@ class MiaFit:
                     "it separates nothing")
         return None
 
-    def as_dict(self) -> dict:
-        return {"coefficient": self.coefficient, "intercept": self.intercept, "iterations": self.iterations,
-                "probability_spread": self.probability_spread, "member_rate": self.member_rate,
-                "balanced_accuracy": self.balanced_accuracy, "members": self.members, "non_members": self.non_members}
-
 
 @dataclass(frozen=True)
 class MiaResult:

@@ -192,7 +192,7 @@ def _images_split(dataset: Dataset, spec: ForgetSpec) -> ForgetSplit:
     from core.images import load_images
 
     if spec.value.startswith(TEST_IMAGES_PREFIX):
-        images, names = test_images_of_class(dataset, spec.value.removeprefix(TEST_IMAGES_PREFIX))
+        images, names = _test_images_of_class(dataset, spec.value.removeprefix(TEST_IMAGES_PREFIX))
     else:
         images, names = load_images(spec.value, dataset.image_shape, dataset.dark_background,
                                     digit_box=dataset.digit_box)
@@ -202,7 +202,7 @@ def _images_split(dataset: Dataset, spec: ForgetSpec) -> ForgetSplit:
 TEST_IMAGES_PREFIX = "test:"  # images:test:<class>: one class's test images, labels hidden from the method
 
 
-def test_images_of_class(dataset: Dataset, value: str) -> tuple[torch.Tensor, list[str]]:
+def _test_images_of_class(dataset: Dataset, value: str) -> tuple[torch.Tensor, list[str]]:
     """A class's test images as an unlabelled target (the method never sees their label)."""
     cls = _resolve_name(value, dataset.classes, "class", dataset.name)
     mask = dataset.test_y == cls

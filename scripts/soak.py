@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
         from playwright.sync_api import sync_playwright
 
-        os.environ["LFSSD_CACHE_DIR"] = str(cache)
         engine = Engine(cache)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)

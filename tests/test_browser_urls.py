@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from tests.test_browser import FIRST_RENDER_TIMEOUT_MS, RERUN_TIMEOUT_MS, _page_problems, wait_idle
+from tests.test_browser import FIRST_RENDER_TIMEOUT_MS, RERUN_TIMEOUT_MS, _page_problems, settle, wait_idle
 from tests.test_browser_flows import url_params
-from tests.walk import _SNAPSHOT, _WAIT_SETTLED, QUIET_MS
+from tests.walk import _SNAPSHOT
 
 pytestmark = pytest.mark.browser
 
@@ -21,7 +21,7 @@ HEADINGS = {"": "LFSSD Explorer", "forget": "Forgetting", "sensitivity": "Sensit
 
 def open_settled(page, url: str) -> dict:
     page.goto(url)
-    page.wait_for_function(_WAIT_SETTLED, arg=[0, QUIET_MS], timeout=FIRST_RENDER_TIMEOUT_MS * 2)
+    settle(page, FIRST_RENDER_TIMEOUT_MS * 2)
     return page.evaluate(_SNAPSHOT)
 
 

@@ -18,7 +18,6 @@ from core.dataset import Dataset
 from core.errors import UserError
 from core.images import decode_images
 from core.models import save_checkpoint, weights_hash
-from core.splits import test_images_of_class
 from ui.state import BASELINE_UPLOAD as UPLOAD_BASELINE, UPLOAD_TARGET, UPLOADS, Selection
 from core.dampening import RatioHistogram, ratio_histogram
 from core.evaluate import EvalResult
@@ -34,15 +33,16 @@ def dataset(name: str) -> Dataset:
 def prepared(selection: Selection, method: str | None = None, mode: str | None = None) -> Prepared:
     """The shared experiment for a selection (``method``/``mode`` override its own). Image targets
     come from the test split (``images:test:<class>``, labels hidden) or from this session's
-    uploads (``images:upload``); the baseline is the trained model or the user's checkpoint."""
+    uploads (``images:upload``); the baseline is the trained model or the user's checkpoint. Every
+    target but the uploads is a spec core resolves itself, as the CLI does."""
     dataset_name, model, target = selection.dataset, selection.model, selection.target
     method, mode, checkpoint = method or selection.method, mode or selection.mode, selection.checkpoint
     training_gate(selection)
-    if not target.startswith("images:"):
+    if target != UPLOAD_TARGET:
         prep, warnings = _prepared(dataset_name, model, target, method, mode, checkpoint, None, None, (),
                                    str(cache_root()))
     else:
-        images, names = _forget_images(dataset(dataset_name), target)
+        images, names = uploaded_images(dataset(dataset_name))
         digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
         prep, warnings = _prepared(dataset_name, model, f"images:{digest}", method, mode, checkpoint, digest, images,
                                    tuple(names), str(cache_root()))
@@ -103,15 +103,6 @@ def training_gate(selection: Selection) -> None:
                         f"{_duration(seconds)} (estimated from one timed training batch on this machine, with the two "
                         "importance passes after it); it is then cached. Start it above, or use the small CNN, which "
                         "trains in seconds.")
-
-
-def _forget_images(data: Dataset, target: str) -> tuple[torch.Tensor, list[str]]:
-    """``images:upload`` (this session's uploads) or ``images:test:<class>`` (labels hidden)."""
-    if target == UPLOAD_TARGET:
-        return uploaded_images(data)
-    if not target.startswith("images:test:"):
-        raise UserError(f"'{target}' is not an image target the app knows")
-    return test_images_of_class(data, target.removeprefix("images:test:"))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
