@@ -15,6 +15,9 @@ from ui import widgets
 configure_threads()  # one torch thread per core beyond the first: spinning threads starve a small machine
 
 st.set_page_config(page_title="LFSSD Explorer", layout="wide")
+# Less empty space above each page's title (Streamlit's default is 6rem), so the Forget page's
+# cards, sliders and the charts they drive fit one 1280×800 screen; a style-only st.html takes no room.
+st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 3.2rem; }</style>")
 # No page icons: Streamlit fetches ":material/…" icons from an outside font server (a classroom may
 # have no internet: the app makes no request beyond its own server), and emoji need an emoji font.
 navigation = st.navigation([

@@ -29,10 +29,12 @@ def ratio_histogram_figure(hist: RatioHistogram, alpha: float, ceiling: float | 
     if ceiling is not None:
         fig.add_vline(x=math.log10(ceiling), line_color="#555", line_dash="dot")
         _label_line(fig, math.log10(ceiling), f"ceiling ≈ {ceiling:.3g}", "#555", "left" if alpha_left else "right")
-    fig.update_layout(barmode="overlay", bargap=0, height=340, margin=dict(l=10, r=10, t=50, b=10),
+    # short enough that the Forget page shows it whole above the fold at 1280×800; the legend sits
+    # inside, top left, where the log-count bars are low
+    fig.update_layout(barmode="overlay", bargap=0, height=250, margin=dict(l=10, r=10, t=24, b=6),
                       xaxis_title="log10(I_Df / I_D)", yaxis_title="parameter elements", yaxis_type="log",
                       yaxis_dtick=1, yaxis_exponentformat="power",
-                      legend=dict(orientation="h", y=1.2, x=0, yanchor="bottom"))
+                      legend=dict(orientation="h", y=0.99, x=0.01, yanchor="top", bgcolor="rgba(255,255,255,0.7)"))
     return fig
 
 
@@ -47,11 +49,17 @@ def layer_bars_figure(report: DampeningReport) -> go.Figure:
     shares = [layer.fraction * 100 for layer in report.layers][::-1]
     betas = ["—" if layer.beta_mean is None or math.isnan(layer.beta_mean) else f"{layer.beta_mean:.2f}"
              for layer in report.layers][::-1]
+    # notes beside the bars at a fixed, readable size (inside a bar plotly shrinks them to fit, ~9 px);
+    # the axis leaves room for the longest note right of the longest bar
     fig = go.Figure(go.Bar(x=shares, y=names, orientation="h", marker_color=SELECTED,
-                           text=[f"{s:.2f} % · β̄ {b}" for s, b in zip(shares, betas)], textposition="auto",
+                           text=[f"{s:.2f} % · β̄ {b}" if report.selected else "" for s, b in zip(shares, betas)],
+                           textposition="outside",
+                           textfont=dict(size=12), cliponaxis=False,
                            hovertemplate="%{y}: %{x:.3f} % dampened<extra></extra>"))
-    fig.update_layout(height=max(220, 26 * len(names) + 60), margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis_title="% of the tensor's elements dampened", xaxis_rangemode="tozero")
+    fig.update_layout(height=max(170, 19 * len(names) + 40), margin=dict(l=10, r=10, t=6, b=6),
+                      xaxis_title="% of the tensor's elements dampened", uniformtext=dict(minsize=12, mode="show"))
+    if report.selected:
+        fig.update_xaxes(range=[0, max(shares) * 1.9])
     if report.selected == 0:
         fig.update_xaxes(range=[0, 1])
         fig.add_annotation(text="nothing dampened at this α", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
@@ -71,7 +79,7 @@ def per_class_figure(baseline: tuple, after: tuple, classes: tuple[str, ...]) ->
 def beta_histogram_figure(betas: np.ndarray) -> go.Figure:
     """β = min(λ·I_D/I_Df, 1) of the dampened elements: 0 erases, 1 leaves alone."""
     fig = go.Figure(go.Histogram(x=betas, xbins=dict(start=0, end=1.0001, size=0.025), marker_color=SELECTED))
-    fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="β (multiplier of a dampened element)",
+    fig.update_layout(height=150, margin=dict(l=10, r=10, t=6, b=6), xaxis_title="β (multiplier of a dampened element)",
                       yaxis_title="elements", xaxis_range=[0, 1.02])
     return fig
 

@@ -94,7 +94,7 @@ def test_retrain_reference_is_shown_next_to_the_metrics(app):
     assert mia.proto.delta_description.startswith("retrain ")
     assert float(mia.proto.delta_description.split()[1]) < 20  # a retrained model looks unseen
     legend = next(c.value for c in app.caption if c.value.startswith("**D_r**: test accuracy on the other classes"))
-    assert "retrained reference: one model trained from scratch on D_r, seed 0" in legend
+    assert "reference: one model retrained from scratch on D_r, seed 0" in legend
 
 
 def _colour(m) -> str:

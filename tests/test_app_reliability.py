@@ -159,3 +159,21 @@ def test_an_unwritable_cache_folder_is_a_visible_warning_and_the_app_works(monke
     assert not at.exception and not at.error
     assert any(w.value.startswith("cache:") and "memory" in w.value for w in at.warning), [w.value for w in at.warning]
     assert float(_metric(at, "D_f accuracy").rstrip(" %")) <= 10.0
+
+
+def test_uploads_stay_in_use_while_the_uploader_is_not_drawn(app, corpus):
+    """Streamlit drops a file uploader's files on any run that does not draw it; the session keeps
+    them (ui.state owns the uploads): switching to a class and back forgets the same images, and
+    Clear is the one way to stop using them."""
+    good = next(c for c in corpus if c.path.name == "rgb16.png")
+    at = _upload_page(app)
+    at.file_uploader(key="uploads").set_value([(good.path.name, good.path.read_bytes(), "image/png")]).run()
+    before = _metric(at, "test accuracy")
+    at.radio(key="t_kind").set_value("class").run()
+    assert "class 3" in at.subheader[0].value
+    at.radio(key="t_kind").set_value("images").run()
+    assert not at.exception and not at.error
+    assert "1 unlabelled image(s)" in at.subheader[0].value and _metric(at, "test accuracy") == before
+    assert any("In use: 1 image(s) uploaded earlier (rgb16.png)" in c.value for c in at.sidebar.caption)
+    at.sidebar.button(key="uploads_clear").click().run()
+    assert not at.error and at.info and "Upload one or more images" in at.info[0].value

@@ -107,3 +107,50 @@ def test_card_colours_follow_the_distance_to_the_retrained_model(browser_page, s
             assert _hue(shown) == expected, (alpha, label, shown, expected)
         d_f = next(c for name, c in colours.items() if name.startswith("D_f"))
         assert _hue(d_f) == ("green" if alpha == "3.5" else "red")
+
+
+# What the Forget page must show without scrolling at 1280×800 (only the gallery, the lower charts
+# and the downloads may lie below the fold), for a target that dampens something and one that does not.
+_BELOW_FOLD = """(fold) => {
+  const main = document.querySelector('[data-testid="stMain"]');
+  const below = [];
+  const check = (what, el) => { if (!el) { below.push(what + ': missing'); return; }
+    const r = el.getBoundingClientRect(); if (r.bottom > fold || r.height === 0) below.push(`${what}: bottom ${Math.round(r.bottom)}`); };
+  main.querySelectorAll('[data-testid="stMetric"]').forEach((m, i) => check('card ' + i, m));
+  main.querySelectorAll('[data-testid="stSlider"]').forEach((m, i) => check('slider ' + i, m));
+  const charts = Array.from(main.querySelectorAll('[data-testid="stPlotlyChart"]'));
+  const infos = Array.from(main.querySelectorAll('[data-testid="stAlert"]'));
+  return {below, charts: charts.map(c => Math.round(c.getBoundingClientRect().bottom)),
+          infos: infos.map(c => Math.round(c.getBoundingClientRect().bottom))};
+}"""
+
+
+@pytest.mark.parametrize("query, charts_above", [("", 3), ("target=random:20", 1)])
+def test_the_forget_page_fits_one_screen_at_1280x800(browser_page, streamlit_server, screenshot_dir, query,
+                                                     charts_above):
+    """Cards, sliders, the selection histogram and what it dampened (the per-tensor bars and the β
+    histogram, or the note saying nothing is dampened) are all above the fold."""
+    page = browser_page
+    assert page.viewport_size == {"width": 1280, "height": 800}
+    open_settled(page, f"{streamlit_server.url.rstrip('/')}/forget?{query}")
+    from tests.test_browser import _CHARTS_DRAWN
+
+    page.wait_for_function(_CHARTS_DRAWN, timeout=RERUN_TIMEOUT_MS)
+    layout = page.evaluate(_BELOW_FOLD, 800)
+    page.screenshot(path=str(screenshot_dir / f"forget_fold_{query.replace(':', '_').replace('=', '_') or 'default'}.png"))
+    assert not layout["below"], layout
+    assert sum(bottom <= 800 for bottom in layout["charts"]) >= charts_above, layout
+    if charts_above == 1:  # nothing dampened: the note saying so, and what to try, is on screen
+        assert layout["infos"] and min(layout["infos"]) <= 800, layout
+        assert page.get_by_test_id("stAlert").filter(has_text="Nothing is dampened").count() == 1
+
+
+def test_no_select_box_label_is_cut(browser_page, streamlit_server):
+    """The sidebar's select boxes show their whole chosen label at 1280 px (no ellipsis)."""
+    page = browser_page
+    open_settled(page, f"{streamlit_server.url.rstrip('/')}/forget")
+    labels = page.evaluate("""() => Array.from(document.querySelectorAll(
+            '[data-testid="stSidebar"] [data-testid="stSelectbox"] input[role="combobox"]'))
+        .map(e => ({label: e.getAttribute('aria-label'), text: e.value, cut: e.scrollWidth > e.clientWidth + 1}))""")
+    assert len(labels) >= 3, labels  # data set, model, class: the check sees the labels it judges
+    assert not [label for label in labels if label["cut"]], labels

@@ -321,8 +321,7 @@ class Walk:
     def kind(self) -> str:
         kind = self.rng.choice([k for k in KIND_LABELS if k != self.state.kind])
         self._radio("What to forget", KIND_LABELS[kind])
-        self.state.kind = kind
-        self.state.uploads = ()  # the uploader was not drawn: Streamlit drops its files
+        self.state.kind = kind  # the uploads stay in use (ui.state owns them, not the uploader)
         return f"kind {kind}"
 
     def cls(self) -> str | None:
@@ -343,7 +342,6 @@ class Walk:
         source = "upload" if self.state.source == "test" else "test"
         self._radio("Images", SOURCE_LABELS[source])
         self.state.source = source
-        self.state.uploads = ()
         return f"source {source}"
 
     def upload(self) -> str | None:

@@ -18,7 +18,7 @@ from core.dataset import Dataset
 from core.errors import UserError
 from core.images import decode_images
 from core.models import save_checkpoint, weights_hash
-from ui.state import BASELINE_UPLOAD as UPLOAD_BASELINE, UPLOAD_TARGET, UPLOADS, Selection
+from ui.state import BASELINE_UPLOAD as UPLOAD_BASELINE, UPLOAD_TARGET, Selection, uploaded_files
 from core.dampening import RatioHistogram, ratio_histogram
 from core.evaluate import EvalResult
 from core.experiment import (ExperimentConfig, ForgetOutcome, Prepared, baseline_for, forget, prepare,
@@ -150,8 +150,7 @@ def uploaded_images(data: Dataset) -> tuple[torch.Tensor, list[str]]:
     """Decode this session's uploads into the data set's format (a digit set's way of making its
     images: ``core.images.fit_digit``); each bad file gets a warning, each image that may mean
     little a note, a load over the count, byte or pixel limits an error (core.images enforces them)."""
-    files = st.session_state.get(UPLOADS) or []
-    if not files:
+    if not uploaded_files():
         raise AwaitingInput("Upload one or more images to forget (PNG, JPEG, …) in the sidebar: LFSSD needs no "
                             "labels, so any images of this data set's kind will do.")
     images, names, skipped, notes = decoded_uploads(data)
@@ -173,7 +172,7 @@ def _decoded(_files: tuple, _data: Dataset, key: str):
 
 def decoded_uploads(data: Dataset):
     """(images, names, skipped, notes) of this session's uploads, decoded once per content."""
-    files = tuple((f.name, f.getvalue()) for f in st.session_state.get(UPLOADS) or [])
+    files = uploaded_files()
     return _decoded(files, data, _digest(files, data))
 
 
@@ -263,8 +262,8 @@ def reference_about(prep: Prepared) -> str:
     cfg = prep.config
     epochs = default_config(cfg.model, prep.dataset.name, epochs=cfg.epochs, seed=cfg.seed).epochs
     source = "your checkpoint's architecture with the default recipe" if cfg.checkpoint else "the default recipe"
-    return (f"retrained reference: one model trained from scratch on D_r, seed {cfg.seed}, {epochs} epochs of "
-            f"{source}; Compare's Retrain column averages seeds 0, 1, …, and its seed {cfg.seed} is this model")
+    return (f"reference: one model retrained from scratch on D_r (seed {cfg.seed}, {epochs} epochs of {source}; "
+            f"Compare's Retrain averages seeds 0, 1, …, its seed {cfg.seed} is this model)")
 
 
 def experiment_key(prep: Prepared) -> tuple:

@@ -23,6 +23,27 @@ W_ALPHA, W_LAMBDA = "alpha_slider", "lambda_slider"
 BASELINE_UPLOAD = "baseline_upload"
 IMAGE_SOURCES = {"test": "test images of one class (labels hidden)", "upload": "images I upload"}
 UPLOAD_TARGET = "images:upload"
+# The uploaded images, owned here as ((name, bytes), …): Streamlit drops a file uploader's files
+# whenever a run does not draw it (another target kind, another page), so the widget only edits this.
+UPLOADED = "_uploaded"
+
+
+def uploads_edited() -> None:
+    """The uploader's on_change: the user added or removed files (possibly all of them)."""
+    s = st.session_state
+    s[UPLOADED] = tuple((f.name, f.getvalue()) for f in s.get(UPLOADS) or [])
+
+
+def uploaded_files() -> tuple:
+    """((name, bytes), …) of this session's uploads, kept while the uploader is not drawn."""
+    s = st.session_state
+    if s.get(UPLOADS):  # the widget holds files (also when set without its callback, e.g. by AppTest)
+        uploads_edited()
+    return s.get(UPLOADED, ())
+
+
+def forget_uploads() -> None:
+    st.session_state[UPLOADED] = ()
 
 
 @dataclass(frozen=True)

@@ -89,9 +89,9 @@ def alpha_slider(ceiling: float | None = None, ceiling_note: str | None = None) 
     state.bind(state.W_ALPHA, alpha, identity=tuple(label(a) for a in options))
     st.select_slider("α — selection threshold (log scale)", options, key=state.W_ALPHA,
                      format_func=label, on_change=_copy, args=(state.W_ALPHA, state.ALPHA),
-                     help="an element is dampened when I_Df > α·I_D: lower α dampens more")
-    if ceiling is not None:
-        st.caption(f"Ceiling ≈ {ceiling:.3g} ({ceiling_note or '|D|/|D_f|: α above it dampens next to nothing'}).")
+                     help="an element is dampened when I_Df > α·I_D: lower α dampens more"
+                          + (f". Ceiling ≈ {ceiling:.3g} ({ceiling_note or '|D|/|D_f|'}): α above it dampens next "
+                             "to nothing." if ceiling is not None else ""))
     return float(s[state.ALPHA])
 
 
@@ -148,7 +148,15 @@ def target_picker() -> None:
                   format_func=lambda i: _class_label(i, classes))
         else:
             st.file_uploader("Images to forget (PNG, JPEG, GIF, BMP, WebP, TIFF)", accept_multiple_files=True,
-                             type=["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"], key=state.UPLOADS)
+                             type=["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"], key=state.UPLOADS,
+                             on_change=state.uploads_edited)
+            kept = state.uploaded_files()
+            if kept and not st.session_state.get(state.UPLOADS):  # drawn anew, empty: the files are still in use
+                names = ", ".join(name for name, _ in kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+                note, clear = st.columns([3, 1], vertical_alignment="center")
+                note.caption(f"In use: {len(kept)} image(s) uploaded earlier ({names}); upload again to replace them.")
+                clear.button("Clear", key="uploads_clear", on_click=state.forget_uploads,
+                             help="stop using the images uploaded earlier")
             model_inputs(data)
 
 
@@ -164,7 +172,7 @@ def model_inputs(data) -> None:
     from core.images import preview
     from ui.compute import decoded_uploads
 
-    files = {f.name: f for f in st.session_state.get(state.UPLOADS) or []}
+    files = dict(state.uploaded_files())
     if not files:
         return
     try:
@@ -175,7 +183,7 @@ def model_inputs(data) -> None:
     with st.expander(f"What the model sees ({len(names)} image(s), {how})", expanded=len(names) <= 3):
         for name, image in list(zip(names, images))[:MODEL_INPUTS_SHOWN]:
             original, given = st.columns(2)
-            picture = preview(files[name].getvalue(), name)  # never the user's bytes as they are
+            picture = preview(files[name], name)  # never the user's bytes as they are
             if picture is not None:
                 original.image(picture, caption=name, width=72)
             pixels = image.permute(1, 2, 0).numpy().squeeze(-1) if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
@@ -236,7 +244,7 @@ def _reference(retrain: EvalResult | None, field: str) -> float | None:
 
 
 DEFINITIONS = {  # what each card measures, by target kind
-    "class": "**D_r**: test accuracy on the other classes · **D_f**: test accuracy on the forgotten class · ",
+    "class": "**D_r**: test accuracy on the other classes · **D_f**: on the forgotten class · ",
     "subclass": "**D_r**: test accuracy outside the sub-class · **D_f**: test accuracy on the forgotten sub-class "
                 "(scored on its superclass) · ",
     "random": "**D_r**: accuracy on the whole test split · **D_f**: accuracy on the forgotten *training* images · ",
@@ -281,20 +289,20 @@ def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, da
         mia_cell.metric("MIA (entropy attack)", "—", help=f"{mia_help} No number: {new.mia_note}.")
     next(cells).metric("parameters dampened", f"{dampened_fraction * 100:.2f} %", f"{dampened:,} elements",
                        delta_color="off", delta_arrow="off")
-    reference = (reference_note or ("colours: distance to the model retrained without D_f (green within "
+    reference = (reference_note or ("colour: distance to the retrained model (green within "
                                     f"{RETRAIN_TOLERANCE['d_f']:g} points for D_f, {RETRAIN_TOLERANCE['mia']:g} "
-                                    "for the MIA; orange within 3×; red beyond); *over*: over-forgetting, well "
-                                    "below the retrained model, itself a detectable trace; *under*: not forgotten "
-                                    "enough" if retrain is not None else
+                                    "for the MIA; orange within 3×; red beyond; *over* / *under*: forgotten too "
+                                    "much, itself a detectable trace / too little)" if retrain is not None else
                                     "no retrained reference yet, so the deltas are gray"))
     about = f" · {reference_about}" if retrain is not None and reference_about else ""
-    st.caption(DEFINITIONS.get(target_kind, DEFINITIONS["class"])
-               + "**MIA**: % of the forget images the entropy attack calls training members; the goal is the "
-               f"retrained model's value, not 0 · {reference}{about}.")
     if new.mia is None:
-        st.caption(f"MIA: no number after forgetting, because {new.mia_note}. Attack fitted on {new.mia_sets}.")
+        sets = f" · **MIA: no number** after forgetting, because {new.mia_note}; attack fitted on {new.mia_sets}"
     elif not new.mia_sets.endswith("(the papers' sets)"):
-        st.caption(f"MIA attack fitted on {new.mia_sets}.")
+        sets = f" · MIA attack fitted on {new.mia_sets}"
+    else:
+        sets = ""
+    st.caption(DEFINITIONS.get(target_kind, DEFINITIONS["class"])
+               + f"**MIA**: % of the forget images the entropy attack calls members · {reference}{about}{sets}.")
 
 
 def show_user_error(exc: Exception, suffix: str = "") -> None:

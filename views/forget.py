@@ -61,20 +61,23 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
             widgets.alpha_slider(prep.alpha_ceiling, prep.ceiling_note)
         with lambda_col:
             widgets.lambda_slider()
-        st.markdown("**Which elements α selects** — right of the dashed line are dampened")
         hist = compute.histogram(prep, compute.experiment_key(prep))
+        st.markdown("**Which elements α selects** — right of the dashed line are dampened")
         st.plotly_chart(ratio_histogram_figure(hist, sel.alpha, prep.alpha_ceiling), width="stretch", key="fg_hist")
         st.caption(f"At α = {sel.alpha:g}: {result.report.selected:,} of {result.report.numel:,} elements "
-                   f"({result.report.fraction:.2%}) dampened. {hist.only_forget:,} matter only to D_f "
-                   f"(I_D = 0: zeroed at any α); {hist.no_signal:,} get no gradient at all and are never touched.")
-        if result.report.selected == 0:
-            st.info(nothing_selected(hist, sel.alpha, prep.split.spec.kind))
+                   f"({result.report.fraction:.2%}) dampened · {hist.only_forget:,} matter only to D_f "
+                   f"(I_D = 0: zeroed at any α) · {hist.no_signal:,} get no gradient, never touched.",
+                   help=f"Dotted line: the ceiling ≈ {prep.alpha_ceiling:.3g} ({prep.ceiling_note})."
+                   if prep.alpha_ceiling is not None else None)
     with right:
-        st.markdown("**Where: share of each tensor dampened** (input at the top)")
-        st.plotly_chart(layer_bars_figure(result.report), width="stretch", key="fg_layers")
-        st.markdown("**How hard: β of the dampened elements**")
-        st.plotly_chart(beta_histogram_figure(selected_betas(prep.imp_full, prep.imp_forget, sel.alpha, sel.lambda_)),
-                        width="stretch", key="fg_betas")
+        if result.report.selected == 0:  # empty bars would say nothing: say why, and what to try, instead
+            st.info(nothing_selected(hist, sel.alpha, prep.split.spec.kind))
+        else:
+            st.markdown("**Where: % of each tensor dampened**", help="input layers on top, output at the bottom")
+            st.plotly_chart(layer_bars_figure(result.report), width="stretch", key="fg_layers")
+            st.markdown("**How hard: β of the dampened elements**")
+            st.plotly_chart(beta_histogram_figure(selected_betas(prep.imp_full, prep.imp_forget, sel.alpha,
+                                                                 sel.lambda_)), width="stretch", key="fg_betas")
 
     st.markdown("**The forget images, before → after** (top predictions, class:probability)")
     items = gallery(prep.dataset, prep.split, prep.baseline.forget_probs, result.result.forget_probs)
@@ -122,7 +125,7 @@ with st.expander("What these numbers mean"):
         "- **Importance**: batch mode follows the reference code (|batch-mean gradient|, D sorted by class with D_f "
         "last); sample mode is the paper's equation 3.\n"
         "- **α and λ**: the α slider is on a log scale; the dotted line on the histogram is the ratio ceiling "
-        "(≈ |D|/|D_f|), beyond which α selects next to nothing.")
+        "(≈ |D|/|D_f| for LFSSD's ratios; SSD's own for its squared ones), beyond which α selects next to nothing.")
 if train_reference_after:
     try:
         compute.retrained(prep, key)  # with its progress bar, below the results already shown
