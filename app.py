@@ -9,7 +9,7 @@ then run a page without this entry script (no sidebar, no navigation).
 """
 import streamlit as st
 
-from core.runtime import configure_threads
+from core.fast.runtime import configure_threads
 from ui import widgets
 
 configure_threads()  # one torch thread per core beyond the first: spinning threads starve a small machine

@@ -16,24 +16,19 @@ import torch
 from torch import nn
 
 from core.cache import TensorCache
-from core.dampening import DampeningReport, _check_keys, dampen, plan_dampening, validate_hyperparameters
-from core.data import DATASETS, load_dataset
-from core.dataset import Dataset
+from core.method.dampening import DampeningReport, _check_keys, dampen, plan_dampening, validate_hyperparameters
+from core.data.registry import DATASETS, default_alpha, load_dataset
+from core.data.dataset import Dataset
 from core.errors import UserError
-from core.evaluate import EvalResult, EvalSubset, evaluate, evaluation_subset, needs_subset, predict_logits, score
-from core.importance import Importance, cached_importance, validate
-from core.models import MODELS, create_model, default_device, load_checkpoint, model_device, weights_hash
-from core.runtime import synchronize
-from core.splits import D_ORDERS, ForgetSpec, ForgetSplit, images_split, make_split, with_attack_exclusion
-from core.train import default_config, trained_model
+from core.evaluation.accuracy import EvalResult, EvalSubset, evaluate, evaluation_subset, needs_subset, predict_logits, score
+from core.method.importance import Importance, cached_importance, validate
+from core.models.registry import MODELS, create_model, default_device, load_checkpoint, model_device, weights_hash
+from core.fast.runtime import synchronize
+from core.data.splits import D_ORDERS, ForgetSpec, ForgetSplit, images_split, make_split, with_attack_exclusion
+from core.models.recipes import RECIPES
+from core.models.training import default_config, trained_model
 
 Progress = Callable[[float, str], None]
-
-
-def default_alpha(dataset_name: str, target_kind: str) -> float:
-    """The paper's α where it has one; 3.5 elsewhere (10-class data cap I_Df/I_D near 10)."""
-    paper = {("cifar100", "class"): 10.0, ("cifar20", "class"): 5.0, ("cifar20", "subclass"): 10.0}
-    return paper.get((dataset_name, target_kind), 3.5)
 
 
 @dataclass(frozen=True)
@@ -51,10 +46,16 @@ class ExperimentConfig:
     checkpoint: str | None = None
     epochs: int | None = None
     seed: int = 0
+    recipe: str = "default"  # how the baseline (and so its retrained reference) is trained: core.models.recipes
+
+    def train_config(self, dataset_name: str):
+        """The training configuration of this experiment's model (and of its retrained reference)."""
+        return default_config(self.model, dataset_name, recipe=self.recipe, epochs=self.epochs, seed=self.seed)
 
     def resolved(self) -> "ExperimentConfig":
         model = self.model or DATASETS.get(self.dataset).default_model
         MODELS.get(model)
+        RECIPES.get(self.recipe)
         validate(self.kind, self.mode)
         if self.d_order not in D_ORDERS:
             raise UserError(f"unknown D order '{self.d_order}'; choose one of: {', '.join(D_ORDERS)}")
@@ -78,7 +79,7 @@ class Prepared:
     baseline: EvalResult
     timings: dict[str, float] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
-    # cached activations and reusable model copies for slider moves (core.prefix), made on first use
+    # cached activations and reusable model copies for slider moves (core.evaluation.prefix), made on first use
     evaluations: "_Evaluations" = field(init=False, repr=False, compare=False, default_factory=lambda: _Evaluations())
 
     @property
@@ -124,8 +125,7 @@ def baseline_model(config: ExperimentConfig, dataset: Dataset, cache: TensorCach
     if config.checkpoint:
         model = create_model(config.model, dataset.image_shape, dataset.num_classes, seed=config.seed)
         return load_checkpoint(config.checkpoint, model), False
-    train_config = default_config(config.model, dataset.name, epochs=config.epochs, seed=config.seed)
-    return trained_model(config.model, dataset, train_config, cache=cache, progress=progress)
+    return trained_model(config.model, dataset, config.train_config(dataset.name), cache=cache, progress=progress)
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +152,7 @@ def load_importances(config: ExperimentConfig, cache: TensorCache | None = None,
     """Load data and model, resolve the target and compute (or load) I_D and I_Df.
 
     The model goes to the GPU when there is one (importances are cached as CPU tensors either
-    way). ``group`` (``core.distributed.Group``): this process is one of several that each take a
+    way). ``group`` (``core.fast.distributed.Group``): this process is one of several that each take a
     share of the batches; every process returns the importances over all of them.
     """
     config = config.resolved()
@@ -229,8 +229,8 @@ def retrain_reference(prepared: Prepared, cache: TensorCache | None = None,
     if not prepared.split.labelled:
         raise UserError("a retrained reference needs to know D_f inside the training set; unlabelled images have none")
     config = prepared.config
-    train_config = default_config(config.model, prepared.dataset.name, epochs=config.epochs, seed=config.seed)
-    model, _ = trained_model(config.model, prepared.dataset, train_config, indices=prepared.split.retain_train,
+    model, _ = trained_model(config.model, prepared.dataset, config.train_config(prepared.dataset.name),
+                             indices=prepared.split.retain_train,
                              cache=cache or TensorCache(), progress=progress)
     return evaluate(model.to(model_device(prepared.model)), prepared.dataset, prepared.split)
 
@@ -257,10 +257,10 @@ def forget(prepared: Prepared, alpha: float, lambda_: float, progress: Progress 
            evaluation: str = "auto", numerics: str = "fp32") -> ForgetOutcome:
     """Dampen the baseline at (α, λ) and score it; the baseline stays untouched.
 
-    Only the stages from the first one holding a dampened element are recomputed (``core.prefix``),
+    Only the stages from the first one holding a dampened element are recomputed (``core.evaluation.prefix``),
     with the same numbers as scoring a dampened copy from scratch. ``evaluation``: "full" scores
     every image; "subset" a fixed stratified subset with 95 % intervals (``EvalResult.sample``);
-    "auto" (the default) the subset only above ``core.evaluate.SUBSET_THRESHOLD`` evaluation images.
+    "auto" (the default) the subset only above ``core.evaluation.accuracy.SUBSET_THRESHOLD`` evaluation images.
     ``numerics="bf16"`` (opt-in) evaluates under bfloat16 autocast: faster on GPUs, approximate,
     and labelled so in ``EvalResult.numerics``.
     """
@@ -295,7 +295,7 @@ class _Evaluation:
     """One fixed set of evaluation images (all, or a subset) with its prefix cache."""
 
     def __init__(self, parts, subset: EvalSubset | None, numerics: str = "fp32"):
-        from core.prefix import PrefixEvaluator
+        from core.evaluation.prefix import PrefixEvaluator
 
         self.subset, self.numerics = subset, numerics
         self.dataset = subset.dataset if subset else parts.dataset
@@ -421,3 +421,59 @@ class timed:
     def __exit__(self, *exc):
         synchronize()  # a GPU's queued kernels are part of the block
         self.timings[self.name] = time.perf_counter() - self.start
+
+
+# --- choosing α by a rule (core.method.alpha) ------------------------------------------------------
+
+ALPHA_SAMPLE = 512  # images of D whose outputs a rule may read (a fixed, seeded sample)
+
+
+class _RuleOutputs:
+    """The dampened model's softmax on the forget images and on a fixed sample of D, evaluated from
+    the first dampened stage on (``core.evaluation.prefix``): what an α rule may read, no labels."""
+
+    def __init__(self, prepared: Prepared):
+        from core.evaluation.prefix import PrefixEvaluator
+
+        data, split = prepared.dataset, prepared.split
+        forget = split.forget_images if not split.labelled else data.train_x[split.forget_train]
+        sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(0))[:ALPHA_SAMPLE]
+        info = MODELS.get(prepared.config.model) if prepared.config.model in MODELS else None
+        self.prepared = prepared
+        self.evaluator = PrefixEvaluator(prepared.model, info.stages_of if info else None, data,
+                                         {"forget": forget, "sample": data.train_x[sample]})
+        self.moves = 0
+
+    def __call__(self, alpha: float, lambda_: float):
+        self.moves += 1
+        logits = self.evaluator.logits(_plan(self.prepared, alpha, lambda_, beta_stats=False))
+        return torch.softmax(logits["forget"], 1).numpy(), torch.softmax(logits["sample"], 1).numpy()
+
+    def baseline(self):
+        logits = self.evaluator.logits(None)
+        return torch.softmax(logits["forget"], 1).numpy(), torch.softmax(logits["sample"], 1).numpy()
+
+
+def alpha_problem(prepared: Prepared):
+    """What an α rule may read about ``prepared``: importances, sizes, and the outputs of the model
+    dampened at any (α, λ) on the forget images and a sample of D."""
+    from core.method.alpha import AlphaProblem
+
+    outputs = _RuleOutputs(prepared)
+    names = [name for name, _ in prepared.model.named_parameters()]
+    imp_full, imp_forget = prepared.evaluations.importances_on(prepared, model_device(prepared.model))
+
+    def selected(alpha: float) -> int:
+        return plan_dampening(names, imp_full, imp_forget, alpha, 1.0, False).report.selected
+
+    return AlphaProblem(prepared.imp_full, prepared.imp_forget, prepared.split.num_forget,
+                        len(prepared.dataset.train_y), prepared.alpha_ceiling, outputs, outputs.baseline(), selected)
+
+
+def choose_alpha(prepared: Prepared, rule: str):
+    """``core.method.alpha.AlphaChoice`` of the α rule ``rule`` (e.g. "auto", "assd") on ``prepared``."""
+    from core.method.alpha import ALPHA_RULES
+
+    problem = alpha_problem(prepared)
+    choice = ALPHA_RULES.get(rule).choose(problem)
+    return replace(choice, diagnostics={**choice.diagnostics, "evaluations": problem.outputs.moves})

@@ -1,7 +1,10 @@
-"""A tiny named registry: families (data sets, models, methods) declare members in a few lines,
-and an unknown name fails with the list of valid ones."""
+"""A tiny named registry: each family (data sets, models, training recipes, unlearning methods,
+protocols) declares its members once, and everything that lists or offers them (the CLI's help,
+the app's select boxes, the plots' labels and colours) reads the registry. An unknown name fails
+with the list of valid ones."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Generic, Iterator, TypeVar
 
 from core.errors import UserError
@@ -19,6 +22,15 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.family} '{name}' is registered twice")
         self._members[name] = member
         return member
+
+    @contextmanager
+    def registered(self, name: str, member: T) -> Iterator[T]:
+        """``member`` registered for the duration of a ``with`` block (a notebook's or a test's own)."""
+        self.register(name, member)
+        try:
+            yield member
+        finally:
+            del self._members[name]
 
     def get(self, name: str) -> T:
         try:

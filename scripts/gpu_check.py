@@ -26,13 +26,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from core.bench import _cifar_resnet18  # noqa: E402
+from core.cli.bench import _cifar_resnet18  # noqa: E402
 from core.cache import TensorCache  # noqa: E402
-from core.dampening import plan_dampening  # noqa: E402
-from core.evaluate import predict_logits  # noqa: E402
+from core.method.dampening import plan_dampening  # noqa: E402
+from core.evaluation.accuracy import predict_logits  # noqa: E402
 from core.experiment import ExperimentConfig, forget, prepare, timed  # noqa: E402
-from core.importance import compute_importance, max_relative_difference  # noqa: E402
-from core.models import MODELS, default_device, model_device  # noqa: E402
+from core.method.importance import compute_importance, max_relative_difference  # noqa: E402
+from core.models.registry import MODELS, default_device, model_device  # noqa: E402
 
 ALPHAS = (1.0, 2.0, 3.5, 5.0)
 

@@ -25,14 +25,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from core.bench import prepared_for, sweep_alphas  # noqa: E402
-from core.data import load_dataset  # noqa: E402
-from core.dataset import Dataset  # noqa: E402
+from core.cli.bench import prepared_for, sweep_alphas  # noqa: E402
+from core.data.registry import load_dataset  # noqa: E402
+from core.data.dataset import Dataset  # noqa: E402
 from core.experiment import sweep  # noqa: E402
 from core.errors import UserError  # noqa: E402
-from core.models import MODELS, create_model  # noqa: E402
-from core.runtime import configure_threads  # noqa: E402
-from core.train import default_config, fit  # noqa: E402
+from core.models.registry import MODELS, create_model  # noqa: E402
+from core.fast.runtime import configure_threads  # noqa: E402
+from core.models.training import default_config, fit  # noqa: E402
 
 
 def digits_as_cifar(n_train: int, n_test: int, seed: int = 0) -> Dataset:

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 CHECK_SHAPE = (3, 16, 16)  # the shape ``check`` functions see, decoded with dark_background=False
-MANY_FILES = 2001  # one more than core.images.MAX_FILES
+MANY_FILES = 2001  # one more than core.data.images.MAX_FILES
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def test_retrain_reference_is_shown_next_to_the_metrics(app):
     assert mia.proto.delta_description.startswith("retrain ")
     assert float(mia.proto.delta_description.split()[1]) < 20  # a retrained model looks unseen
     legend = next(c.value for c in app.caption if c.value.startswith("**D_r**: test accuracy on the other classes"))
-    assert "reference: one model retrained from scratch on D_r, seed 0" in legend
+    assert "reference: one model retrained from scratch on D_r (seed 0, 30 epochs of the default recipe" in legend
 
 
 def _colour(m) -> str:
@@ -163,8 +163,8 @@ def test_a_heavy_untrained_model_says_how_long_first_and_waits_for_a_click(app, 
 def test_the_training_estimate_is_close_to_the_real_time(one_torch_thread):
     import time
 
-    from core.data import load_dataset
-    from core.train import default_config, estimate_training_seconds, train_model
+    from core.data.registry import load_dataset
+    from core.models.training import default_config, estimate_training_seconds, train_model
 
     data = load_dataset("digits")
     config = default_config("small_cnn", "digits", epochs=6)
@@ -203,7 +203,7 @@ def _png(array) -> bytes:
 
 
 def test_uploaded_pngs_are_forgotten_without_labels_and_bad_files_are_skipped(app):
-    from core.data import load_dataset
+    from core.data.registry import load_dataset
 
     digits = load_dataset("digits")
     threes = digits.test_x[digits.test_y == 3][:20, 0].numpy()
@@ -223,7 +223,7 @@ def test_uploaded_pngs_are_forgotten_without_labels_and_bad_files_are_skipped(ap
     assert any(e.label.startswith("What the model sees (20 image(s), cropped to the ink") for e in app.expander)
     # the numbers shown are core's numbers for the same 20 unlabelled images, decoded the same way
     from core.experiment import ExperimentConfig, forget, prepare
-    from core.images import decode_images
+    from core.data.images import decode_images
 
     images, _, _ = decode_images([(name, data) for name, data, _ in files], digits.image_shape, True,
                                  digit_box=digits.digit_box)
@@ -284,3 +284,35 @@ def test_inputs_at_their_limits_give_messages_not_tracebacks(app, page):
         if page == "views/forget.py":
             assert app.select_slider(key="alpha_slider").value == alpha
             assert app.slider(key="lambda_slider").value == lambda_
+
+
+def test_the_recipe_choice_trains_its_own_baseline_and_reference(app):
+    """The sidebar's recipe is part of the URL (only when not the default: older links stay valid)
+    and of the experiment; the cards' reference is trained with the same recipe, and says so."""
+    app.run()
+    default_test = metric(app, "test accuracy").value
+    assert "recipe" not in app.query_params
+    app.sidebar.radio(key="recipe_radio").set_value("plain").run()
+    assert not app.exception and not app.error
+    assert app.query_params["recipe"] in ("plain", ["plain"])
+    legend = next(c.value for c in app.caption if c.value.startswith("**D_r**"))
+    assert "the plain recipe, as the baseline" in legend
+    from core.experiment import ExperimentConfig, run_forget
+
+    _, cli = run_forget(ExperimentConfig(recipe="plain", alpha=3.5))  # `python -m core forget --recipe plain`
+    assert metric(app, "D_r accuracy").value == f"{cli.result.d_r:.1f} %"
+    assert metric(app, "D_f accuracy").value == f"{cli.result.d_f:.1f} %"
+    assert metric(app, "parameters dampened").value == f"{cli.report.fraction * 100:.2f} %"
+    app.sidebar.radio(key="recipe_radio").set_value("default").run()
+    assert metric(app, "test accuracy").value == default_test  # the default's own model again
+
+
+def test_a_recipe_in_the_url_is_case_insensitive_and_a_bad_one_warns(app):
+    app.query_params["recipe"] = "PLAIN"
+    app.run()
+    assert app.sidebar.radio(key="recipe_radio").value == "plain"
+    fresh = AppTest.from_file(APP, default_timeout=180).switch_page(FORGET)
+    fresh.query_params["recipe"] = "zzz"
+    fresh.run()
+    assert any("URL parameter recipe='zzz': not one of default, plain; using default" in w.value for w in fresh.warning)
+    assert fresh.sidebar.radio(key="recipe_radio").value == "default"

@@ -16,8 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from core.cache import TensorCache
 from core.experiment import ExperimentConfig, forget, prepare
-from core.models import weights_hash
-from core.train import trained_model
+from core.models.registry import weights_hash
+from core.models.training import trained_model
 from tests.hostile_files import write_corpus
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -116,7 +116,7 @@ def test_too_many_files_at_once_are_refused_with_the_limit(app):
 
 def test_two_sessions_at_once_see_only_their_own_results(cache_dir, monkeypatch):
     monkeypatch.setenv("LFSSD_CACHE_DIR", str(cache_dir))
-    baseline, _ = trained_model("small_cnn", __import__("core.data", fromlist=["x"]).load_dataset("digits"),
+    baseline, _ = trained_model("small_cnn", __import__("core.data.registry", fromlist=["x"]).load_dataset("digits"),
                                 cache=TensorCache(cache_dir))
     before = weights_hash(baseline)
     first, second = (AppTest.from_file(APP, default_timeout=300).switch_page(FORGET),
@@ -144,7 +144,7 @@ def test_two_sessions_at_once_see_only_their_own_results(cache_dir, monkeypatch)
     # the model every session shared was never changed, in memory or on disk
     from ui import compute
 
-    shared, _ = compute._prepared("digits", "small_cnn", "class:7", "lfssd", "batch", None, None, None, (),
+    shared, _ = compute._prepared("digits", "small_cnn", "class:7", "lfssd", "batch", None, "default", None, None, (),
                                   str(cache_dir))
     assert weights_hash(shared.model) == before
     assert weights_hash(trained_model("small_cnn", shared.dataset, cache=TensorCache(cache_dir))[0]) == before

@@ -1,7 +1,7 @@
 """Large data sets in the app: slider moves score a fixed stratified subset with 95 % intervals,
 deltas compare with the baseline on the same subset, and "Full evaluation" scores every image.
 
-The embedded sets are below ``core.evaluate.SUBSET_THRESHOLD``, so these tests lower the threshold
+The embedded sets are below ``core.evaluation.accuracy.SUBSET_THRESHOLD``, so these tests lower the threshold
 and the subset sizes (the real code paths, on the real digits model) instead of building a CIFAR-size
 data set. A cache folder of their own keeps the shared experiment of the other app tests untouched.
 """
@@ -17,7 +17,7 @@ from core.experiment import ExperimentConfig, baseline_for, forget, prepare
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 FORGET = "views/forget.py"  # the Forget page (the root URL opens the Overview)
-EVALUATE = importlib.import_module("core.evaluate")  # the module: ``core.evaluate`` is also a function's name
+EVALUATE = importlib.import_module("core.evaluation.accuracy")  # the module: ``core.evaluation.accuracy`` is also a function's name
 
 
 @pytest.fixture

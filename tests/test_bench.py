@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.bench import SCALE_TARGETS, TARGETS
-from core.evaluate import SUBSET_THRESHOLD
+from core.cli.bench import SCALE_TARGETS, TARGETS
+from core.evaluation.accuracy import SUBSET_THRESHOLD
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,10 @@ def test_every_workload_has_every_ratio(report):
         assert sweep["importance_bound"] > 1
         assert positive(sweep["projected_cifar10"]["speedup"])
         assert 1 <= sweep["naive_points_run"] <= 10
+        auto = w["auto_alpha"]  # the automatic α, timed side by side with a slider move
+        assert positive(auto["ratio_to_slider_move"]) and positive(auto["slider_seconds"])
+        assert auto["ratio_to_slider_move"] == pytest.approx(auto["seconds"] / auto["slider_seconds"])
+        assert auto["evaluations"] >= 1 and positive(auto["alpha"])
         memory = w["memory"]
         assert memory["importance_bytes"] > 0 and memory["importance_file_bytes"] >= memory["importance_bytes"]
         assert memory["activation_cache_bytes"] > 0 and memory["peak_rss_bytes_so_far"] > 0

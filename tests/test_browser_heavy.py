@@ -10,8 +10,8 @@ pytestmark = pytest.mark.browser
 
 
 def test_a_heavy_model_trains_only_on_a_click_and_cancel_stops_it(browser_page, streamlit_server):
-    from core.data import load_dataset
-    from core.train import default_config, is_trained
+    from core.data.registry import load_dataset
+    from core.models.training import default_config, is_trained
 
     page = browser_page
     page.goto(f"{streamlit_server.url.rstrip('/')}/forget?model=resnet18")

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from cli_batch import REPO, Batch, cli_env
 from core.cache import STALE_TMP_SECONDS, TensorCache, tensors_digest
 from core.experiment import ExperimentConfig, forget, prepare
-from core.importance import cached_importance, compute_importance
+from core.method.importance import cached_importance, compute_importance
 from tests.same_numbers import assert_same_numbers
 
 FORGET = ["forget", "--dataset", "digits", "--forget", "class:3", "--alpha", "3.5", "--epochs", "2", "--json"]

@@ -22,10 +22,10 @@ import torch
 from safetensors.torch import save_file
 
 from cli_batch import run_many
-from core.data import load_dataset
+from core.data.registry import load_dataset
 from core.errors import CheckpointError, UserError
-from core.model_report import load_uploaded_checkpoint
-from core.models import create_model, load_checkpoint, read_state_dict, save_checkpoint, weights_hash
+from core.evaluation.report import load_uploaded_checkpoint
+from core.models.registry import create_model, load_checkpoint, read_state_dict, save_checkpoint, weights_hash
 
 
 class CreatesFile:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.cifar import CIFAR_MEAN, CIFAR_STD, can_download, load_cifar
+from core.data.cifar import CIFAR_MEAN, CIFAR_STD, can_download, load_cifar
 from core.errors import DataUnavailableError, UserError
 
 from cifar_files import FORMATS, N_PER_BATCH, N_TEST, _dump, _rows, write_cifar10, write_cifar100

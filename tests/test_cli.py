@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKERS = 2
 TIMEOUT_S = 300  # per subprocess; generous because the two workers share two busy cores
 
-# The digits model (core.models.small_cnn on 1×8×8 images, 10 classes): every named parameter.
+# The digits model (core.models.registry.small_cnn on 1×8×8 images, 10 classes): every named parameter.
 SMALL_CNN_PARAMS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
                     "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 FORGET_CLASS_3 = ["forget", "--dataset", "digits", "--forget", "class:3", "--alpha", "3.5", "--lambda", "1", "--json"]
@@ -111,10 +111,10 @@ class Paths:
 
 
 def write_class3_pngs(folder: Path) -> int:
-    """The test-split images of class 3 exactly as core.data stores them (uint8, 1×8×8)."""
+    """The test-split images of class 3 exactly as core.data.registry stores them (uint8, 1×8×8)."""
     from PIL import Image
 
-    from core.data import load_dataset
+    from core.data.registry import load_dataset
 
     digits = load_dataset("digits")
     folder.mkdir(parents=True)

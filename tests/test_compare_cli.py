@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from core.__main__ import main
-from core.paper import paper_results
+from core.compare.paper import paper_results
 
 from cifar_files import write_cifar10, write_cifar100
 

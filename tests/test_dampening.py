@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from core import dampen
-from core.dampening import plan_dampening, ratio_histogram
+from core.method.dampening import plan_dampening, ratio_histogram
 from core.errors import UserError
 
 

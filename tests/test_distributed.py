@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from core.cache import TensorCache
 from core.experiment import ExperimentConfig, prepare
-from core.importance import max_relative_difference
-from core.models import create_model, save_checkpoint
+from core.method.importance import max_relative_difference
+from core.models.registry import create_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_RELATIVE_DIFFERENCE = 1e-5

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from core.errors import ImageError
-from core.images import LimitError, decode_image, decode_images, load_images
+from core.data.images import LimitError, decode_image, decode_images, load_images
 from cli_batch import REPO, cli_env, run_many
 from hostile_files import CHECK_SHAPE, Case, write_corpus
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from core.errors import ImageError, UserError
-from core.imagefolder import load_image_folder
+from core.data.imagefolder import load_image_folder
 
 COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "emu": (30, 30, 200)}
 

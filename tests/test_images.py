@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from core.errors import ImageError, UserError
-from core.images import MAX_IMAGE_BYTES, decode_image, load_images
+from core.data.images import MAX_IMAGE_BYTES, decode_image, load_images
 
 
 def encode(im: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -255,7 +255,7 @@ def test_a_small_digit_on_a_big_light_canvas_becomes_the_sets_own_kind_of_image(
     """A digit drawn small, black on white, off centre in a big picture (as a phone photo or a
     rendered glyph is): cropped to its ink, centred, scaled to the set's box and made bright on
     dark, it matches the set's own image of it; shrinking the whole picture does not."""
-    from core.data import load_dataset
+    from core.data.registry import load_dataset
 
     data = load_dataset(name)
     _, height, width = data.image_shape

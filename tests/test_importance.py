@@ -6,7 +6,7 @@ from torch import nn
 
 from core import compute_importance
 from core.cache import TensorCache
-from core.importance import cached_importance
+from core.method.importance import cached_importance
 from core.errors import UserError
 
 

@@ -13,12 +13,14 @@ import pytest
 import torch
 
 from core.cache import TensorCache
-from core.compare import available_methods, compare, parse_methods, summarize
+from core.compare.run import available_methods, compare, parse_methods, summarize
 from core.errors import UserError
-from core.evaluate import accuracy, batch_mean_accuracy, predict_logits
+from core.evaluation.accuracy import accuracy, batch_mean_accuracy, predict_logits
 from core.experiment import ExperimentConfig, prepare
-from core.methods import METHODS, REQUIREMENTS, UnlearnTask, final_layer, run_method
-from core.paper import (PRESETS, PROTOCOLS, default_method_alpha, paper_results, paper_tables, protocol_config)
+from core.compare.methods import METHODS, REQUIREMENTS, UnlearnTask, final_layer, run_method
+from core.compare.methods import default_method_alpha
+from core.compare.paper import PRESETS, paper_results, paper_tables
+from core.compare.protocol import PROTOCOLS, protocol_config
 
 # Short training for the contract test: the contract does not depend on how long a method trains.
 SHORT = {"retrain": {"epochs": 2}, "retrain_head": {"epochs": 2}, "finetune": {"epochs": 1}, "amnesiac": {"epochs": 1}}

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import mia
-from core.mia import MEMBER_RATE_RANGE, MIN_PROBABILITY_SPREAD, MiaFit, entropy, mia_from_probs
+from core.evaluation.attacks import MEMBER_RATE_RANGE, MIN_PROBABILITY_SPREAD, MiaFit, entropy, mia_from_probs
 
 
 def test_entropy_of_known_distributions():
@@ -115,8 +115,8 @@ def test_a_fit_calling_all_its_training_data_one_side_gives_no_number():
 # --- which images the attack is fitted on ---------------------------------------------------------
 
 def test_unlabelled_targets_leave_the_baselines_classes_for_the_images_out_of_both_sides():
-    from core.data import load_dataset
-    from core.splits import make_split, with_attack_exclusion
+    from core.data.registry import load_dataset
+    from core.data.splits import make_split, with_attack_exclusion
 
     data = load_dataset("digits")
     labelled = make_split(data, "class:3")

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from core import create_model, load_checkpoint
 from core.errors import CheckpointError, UserError
-from core.models import MODELS, save_checkpoint, weights_hash
+from core.models.registry import MODELS, save_checkpoint, weights_hash
 
 OFFLINE_ONLY = {"vit_b16"}  # needs pretrained weights from a hub: tested for its clear failure
 

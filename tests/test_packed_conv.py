@@ -1,13 +1,13 @@
-"""Packed filters (core.packed_conv): one or two filters of a convolution computed with every
+"""Packed filters (core.fast.packed_conv): one or two filters of a convolution computed with every
 vector lane busy give the plain convolution's values, bit for bit on this machine's kernels, and
 the prefix cache uses them for MNIST-sized maps, falling back to the plain slice when they differ."""
 import pytest
 import torch
 from torch import nn
 
-from core import packed_conv
-from core.models import create_model
-from core.packed_conv import PackedFilters, packable
+from core.fast import packed_conv
+from core.models.registry import create_model
+from core.fast.packed_conv import PackedFilters, packable
 from test_prefix_cache import assert_bitwise_like_full_forward, importances_selecting, prepared_for, synthetic
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the thread count the bench uses

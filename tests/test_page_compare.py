@@ -1,5 +1,5 @@
 """The Compare page through AppTest, checked against ``python -m core compare --json`` run as a real
-subprocess on the same cache (same model, same seeds), and its pure helpers (core/compare_plots.py)."""
+subprocess on the same cache (same model, same seeds), and its pure helpers (core/plots/compare.py)."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import compare_plots as cp
-from core.compare import available_methods, summarize
-from core.methods import DEFAULT_COMPARISON, METHODS
+from core.plots import compare as cp
+from core.compare.run import available_methods, summarize
+from core.compare.methods import DEFAULT_COMPARISON, METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -205,7 +205,7 @@ def test_paper_protocol_runs_in_batch_mode_with_batch_mean_accuracy(page, cache_
             assert at.table[0].value.loc[row, column] == text, (row, column)
 
 
-# --- core/compare_plots.py ----------------------------------------------------------------------------
+# --- core/plots/compare.py ----------------------------------------------------------------------------
 
 def fake_runs() -> pd.DataFrame:
     rows = []
@@ -242,7 +242,10 @@ def test_every_row_and_every_method_is_explained():
     explained = " ".join(row for row, _ in cp.ROW_MEANINGS)
     for label in [*cp.SCORE_ROWS.values(), *cp.DISTANCE_ROWS.values(), "wall time (s)", cp.NEEDS_ROW]:
         assert label in explained, label
-    assert set(cp.SHORT_LABELS) == set(cp.COLORS) == set(cp.SYMBOLS) == set(METHODS.names())
+    methods = [METHODS.get(n) for n in METHODS.names()]  # each declares its own column, colour and marker
+    for attribute in ("column", "color", "symbol"):
+        values = [getattr(m, attribute) for m in methods]
+        assert len(set(values)) == len(values), (attribute, values)
     legend = cp.method_legend(METHODS.names())
     assert all(line.startswith(f"**{cp.short_label(m)}**") for line, m in zip(legend, METHODS.names()))
     assert ("(±)" in legend[METHODS.names().index("retrain")]) and "(±)" not in legend[METHODS.names().index("lfssd")]
@@ -284,7 +287,7 @@ def test_scatter_marks_the_retrained_model():
 
 
 def test_comparison_record_is_json_with_nulls_for_nan():
-    from core.compare import Comparison
+    from core.compare.run import Comparison
 
     runs = fake_runs().query("method != 'retrain'")
     comparison = Comparison(runs, summarize(runs), {"lfssd": 0.2}, {"lfssd": {"alpha": 3.5, "lambda": 1.0}})

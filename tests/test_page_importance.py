@@ -1,4 +1,4 @@
-"""Importance maps: core/importance_analysis.py on hand-made maps, then the page through AppTest."""
+"""Importance maps: core/plots/importance.py on hand-made maps, then the page through AppTest."""
 import math
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from core import importance_analysis as ia
+from core.plots import importance as ia
 from core.cache import TensorCache
 from core.errors import UserError
 from core.experiment import ExperimentConfig, prepare

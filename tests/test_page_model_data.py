@@ -1,4 +1,4 @@
-"""The Model & data page: core/model_report.py on hand-made cases and real checkpoint files, and
+"""The Model & data page: core/evaluation/report.py on hand-made cases and real checkpoint files, and
 the page itself through AppTest (the default digits small CNN, an upload accepted, one refused)."""
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core.data import load_dataset
+from core.data.registry import load_dataset
 from core.errors import CheckpointError, UserError
-from core.evaluate import accuracy, predict_logits
-from core.model_report import (class_counts, confusion_figure, confusion_matrix, load_uploaded_checkpoint,
+from core.evaluation.accuracy import accuracy, predict_logits
+from core.evaluation.report import (class_counts, confusion_figure, confusion_matrix, load_uploaded_checkpoint,
                                model_report, per_class_accuracy, sample_mosaic)
-from core.models import create_model, save_checkpoint, weights_hash
+from core.models.registry import create_model, save_checkpoint, weights_hash
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "views/model_data.py"
@@ -162,7 +162,7 @@ def page(cache_dir, monkeypatch):
 def _trained_baseline(dataset):
     """The default digits small CNN as core makes it (loaded from the cache the page filled)."""
     from core.cache import TensorCache
-    from core.train import trained_model
+    from core.models.training import trained_model
 
     model, from_cache = trained_model("small_cnn", dataset, cache=TensorCache())
     assert from_cache
@@ -205,7 +205,7 @@ def test_uploading_the_baseline_shows_it_beside_the_baseline(page, digits, tmp_p
 def test_an_uploaded_checkpoint_becomes_the_baseline_the_forget_page_forgets_from(page, digits, tmp_path):
     from core.cache import TensorCache
     from core.experiment import ExperimentConfig, forget, prepare
-    from core.train import default_config, trained_model
+    from core.models.training import default_config, trained_model
 
     mine, _ = trained_model("small_cnn", digits, default_config("small_cnn", "digits", epochs=5, seed=7),
                             cache=TensorCache(tmp_path / "other"))

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import sensitivity_plots as sp
+from core.plots import sensitivity as sp
 from core.errors import UserError
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -96,7 +96,7 @@ def test_table2_preset_shows_the_papers_numbers_beside_ours(page):
     assert any("CIFAR-100" in c.value and "digits" in c.value for c in page.caption)
 
 
-# --- core/sensitivity_plots.py ------------------------------------------------------------------------
+# --- core/plots/sensitivity.py ------------------------------------------------------------------------
 
 def test_default_alphas_suit_the_data_set():
     assert list(sp.default_alphas(22 / 3)) == DIGITS_DEFAULT_ALPHAS  # digits class 3, batch mode: 22 / 3 batches

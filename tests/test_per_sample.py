@@ -1,12 +1,12 @@
-"""Sample-mode importance from one forward and one backward pass (core.per_sample) equals the
+"""Sample-mode importance from one forward and one backward pass (core.fast.per_sample) equals the
 per-sample loop, on every layer kind it handles; models it cannot follow fall back to vmap."""
 import pytest
 import torch
 from torch import nn
 
 from core import compute_importance
-from core.models import create_model
-from core.per_sample import plan
+from core.models.registry import create_model
+from core.fast.per_sample import plan
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest

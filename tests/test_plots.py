@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from core.dampening import dampen, ratio_histogram
+from core.method.dampening import dampen, ratio_histogram
 from core.experiment import ExperimentConfig, prepare
-from core.plots import ratio_histogram_figure
+from core.plots.forget import ratio_histogram_figure
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_ssd_gets_its_own_ceiling_the_largest_ratio_it_measured(cache_dir):
     measured, so α just above it selects only the I_D = 0 elements, and SSD's default α (10, its
     paper's) lies below it and dampens."""
     from core.cache import TensorCache
-    from core.paper import default_method_alpha
+    from core.compare.methods import default_method_alpha
 
     ssd = prepare(ExperimentConfig(kind="ssd"), TensorCache(cache_dir))
     ratios = torch.cat([(ssd.imp_forget[k] / ssd.imp_full[k])[ssd.imp_full[k] > 0].flatten() for k in ssd.imp_full])
@@ -71,7 +71,7 @@ def test_the_downloads_hold_the_dampened_model_and_the_shown_numbers(prep):
     import json
 
     from core.experiment import forget
-    from core.models import create_model, load_state, state_dict_from_bytes, weights_hash
+    from core.models.registry import create_model, load_state, state_dict_from_bytes, weights_hash
     from ui.downloads import model_bytes, report_json
 
     outcome = forget(prep, 3.5, 1.0)

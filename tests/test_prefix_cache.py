@@ -6,14 +6,14 @@ import threading
 import pytest
 import torch
 
-from core.dampening import plan_dampening
-from core.dataset import Dataset
-from core.evaluate import SUBSET_THRESHOLD, predict_logits
+from core.method.dampening import plan_dampening
+from core.data.dataset import Dataset
+from core.evaluation.accuracy import SUBSET_THRESHOLD, predict_logits
 from core.experiment import ExperimentConfig, Importances, baseline_for, forget, prepared_from, sweep
-from core.models import MODELS, Upsampled, create_model, upsampled_vit_stages
-from core.runtime import MAX_EVAL_CHUNK, MIN_EVAL_CHUNK, eval_chunk_size
-from core.splits import make_split
-from core.stages import check_stages, run_stages
+from core.models.registry import MODELS, Upsampled, create_model, upsampled_vit_stages
+from core.fast.runtime import MAX_EVAL_CHUNK, MIN_EVAL_CHUNK, eval_chunk_size
+from core.data.splits import make_split
+from core.fast.stages import check_stages, run_stages
 
 OFFLINE = [n for n in MODELS.names() if n != "vit_b16"]  # vit_b16 needs pretrained weights (tested apart)
 SHAPES = {"small_cnn": (1, 8, 8), "resnet18": (3, 8, 8), "vit": (1, 8, 8)}
@@ -74,7 +74,7 @@ def test_stages_cover_every_parameter_and_equal_the_forward(name):
 
 def test_pretrained_vit_architecture_stages_equal_its_forward():
     timm = pytest.importorskip("timm")
-    from core.models import PRETRAINED_VIT
+    from core.models.registry import PRETRAINED_VIT
 
     model = Upsampled(timm.create_model(PRETRAINED_VIT, pretrained=False, num_classes=3), 224, 3).eval()
     stages = upsampled_vit_stages(model)

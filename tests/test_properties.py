@@ -25,13 +25,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from core.cache import TensorCache, tensors_digest
-from core.dampening import dampen
+from core.method.dampening import dampen
 from core.errors import UserError
 from core.experiment import ExperimentConfig, forget, prepare, sweep
-from core.importance import compute_importance
-from core.model_report import load_uploaded_checkpoint
-from core.models import create_model, load_checkpoint, save_checkpoint, weights_hash
-from core.train import TrainConfig, train_model
+from core.method.importance import compute_importance
+from core.evaluation.report import load_uploaded_checkpoint
+from core.models.registry import create_model, load_checkpoint, save_checkpoint, weights_hash
+from core.models.recipes import TrainConfig
+from core.models.training import train_model
 
 TARGETS = (("class:3", "lfssd", "batch"), ("class:7", "lfssd", "batch"), ("random:40:1", "lfssd", "batch"),
            ("class:3", "ssd", "batch"), ("class:5", "lfssd", "sample"))

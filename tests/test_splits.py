@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from core.data import load_dataset
-from core.dataset import Dataset
+from core.data.registry import load_dataset
+from core.data.dataset import Dataset
 from core.errors import UserError
-from core.splits import ForgetSpec, images_split, make_split
+from core.data.splits import ForgetSpec, images_split, make_split
 
 
 @pytest.fixture(scope="module")

@@ -89,7 +89,7 @@ def _png(array) -> bytes:
 
 def good_files(count: int = 2, offset: int = 0) -> list[dict]:
     """PNGs of digits test images (a 3 and a 5 …), as a user would upload them."""
-    from core.data import load_dataset
+    from core.data.registry import load_dataset
 
     digits = load_dataset("digits")
     files = []
@@ -168,9 +168,9 @@ class Engine:
         import torch
 
         from core.cache import TensorCache
-        from core.data import load_dataset
+        from core.data.registry import load_dataset
         from core.experiment import ExperimentConfig, prepare
-        from core.images import decode_images
+        from core.data.images import decode_images
 
         key = (state.target, state.method, state.mode, state.usable_uploads)
         if key not in self._prepared:
@@ -288,8 +288,16 @@ class Walk:
         self._act(lambda: group.get_by_text(option, exact=True).click())
 
     def _select(self, label: str, option: str) -> None:
+        """As a user does: scroll the box into view first (a select box opened while the sidebar
+        scrolls closes again), open it, pick the option."""
         box = self.sidebar.get_by_test_id("stSelectbox").filter(has_text=label)
-        box.click()
+        box.scroll_into_view_if_needed()
+        field = box.locator("input")
+        for _ in range(3):
+            if field.get_attribute("aria-expanded") == "true":
+                break
+            field.click()
+            self.page.wait_for_timeout(150)
         self._act(lambda: self.page.get_by_role("option", name=option, exact=True).click())
 
     # --- actions: each changes the app and the model the same way --------------------------------

@@ -13,14 +13,14 @@ import streamlit as st
 import torch
 
 from core.cache import TensorCache, cache_root
-from core.data import load_dataset
-from core.dataset import Dataset
+from core.data.registry import load_dataset
+from core.data.dataset import Dataset
 from core.errors import UserError
-from core.images import decode_images
-from core.models import save_checkpoint, weights_hash
+from core.data.images import decode_images
+from core.models.registry import save_checkpoint, weights_hash
 from ui.state import BASELINE_UPLOAD as UPLOAD_BASELINE, UPLOAD_TARGET, Selection, uploaded_files
-from core.dampening import RatioHistogram, ratio_histogram
-from core.evaluate import EvalResult
+from core.method.dampening import RatioHistogram, ratio_histogram
+from core.evaluation.accuracy import EvalResult
 from core.experiment import (ExperimentConfig, ForgetOutcome, Prepared, baseline_for, forget, prepare,
                              retrain_reference)
 
@@ -37,15 +37,16 @@ def prepared(selection: Selection, method: str | None = None, mode: str | None =
     target but the uploads is a spec core resolves itself, as the CLI does."""
     dataset_name, model, target = selection.dataset, selection.model, selection.target
     method, mode, checkpoint = method or selection.method, mode or selection.mode, selection.checkpoint
+    recipe = selection.recipe
     training_gate(selection)
     if target != UPLOAD_TARGET:
-        prep, warnings = _prepared(dataset_name, model, target, method, mode, checkpoint, None, None, (),
+        prep, warnings = _prepared(dataset_name, model, target, method, mode, checkpoint, recipe, None, None, (),
                                    str(cache_root()))
     else:
         images, names = uploaded_images(dataset(dataset_name))
         digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
-        prep, warnings = _prepared(dataset_name, model, f"images:{digest}", method, mode, checkpoint, digest, images,
-                                   tuple(names), str(cache_root()))
+        prep, warnings = _prepared(dataset_name, model, f"images:{digest}", method, mode, checkpoint, recipe, digest,
+                                   images, tuple(names), str(cache_root()))
     for message in warnings:  # e.g. an unwritable cache folder, a damaged entry recomputed
         st.warning(f"cache: {message}")
     return prep
@@ -55,18 +56,19 @@ HEAVY_SECONDS = 20  # a model that takes longer than this to train waits for the
 APPROVED = "_approved_training"  # session: {(data set, model)} the user chose to train
 
 
-def estimated_seconds(model: str, dataset_name: str, cache_dir: str) -> float | None:
+def estimated_seconds(model: str, dataset_name: str, cache_dir: str, recipe: str = "default") -> float | None:
     """Expected seconds to train ``model`` and compute its importances here; None if it is cached."""
-    from core.train import default_config, is_trained
+    from core.models.training import default_config, is_trained
 
-    if is_trained(model, dataset(dataset_name), default_config(model, dataset_name), TensorCache(cache_dir)):
+    if is_trained(model, dataset(dataset_name), default_config(model, dataset_name, recipe=recipe),
+                  TensorCache(cache_dir)):
         return None
     return _probe(model, dataset_name)
 
 
 @st.cache_data(show_spinner="timing one training batch…", max_entries=16)
 def _probe(model: str, dataset_name: str) -> float:
-    from core.train import default_config, estimate_training_seconds
+    from core.models.training import default_config, estimate_training_seconds
 
     return estimate_training_seconds(model, dataset(dataset_name), default_config(model, dataset_name))
 
@@ -78,12 +80,12 @@ def _duration(seconds: float) -> str:
 def training_gate(selection: Selection) -> None:
     """A model that is not trained yet and takes long starts only on a click, with the time it will
     take said first (from a one-batch probe), and a Cancel button while it trains."""
-    from core.models import MODELS
+    from core.models.registry import MODELS
     from ui.state import MODEL
 
     if selection.checkpoint:
         return
-    seconds = estimated_seconds(selection.model, selection.dataset, str(cache_root()))
+    seconds = estimated_seconds(selection.model, selection.dataset, str(cache_root()), selection.recipe)
     if seconds is None or seconds < HEAVY_SECONDS:
         return
     key, approved = (selection.dataset, selection.model), st.session_state.setdefault(APPROVED, set())
@@ -107,14 +109,14 @@ def training_gate(selection: Selection) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _prepared(dataset_name: str, model: str, target: str, method: str, mode: str, checkpoint: str | None,
-              images_digest: str | None, _images: torch.Tensor | None, _names: tuple[str, ...],
+              recipe: str, images_digest: str | None, _images: torch.Tensor | None, _names: tuple[str, ...],
               cache_dir: str) -> tuple[Prepared, tuple[str, ...]]:
     """Keyed by plain values, the cache folder included: a different cache is a different model store.
     An uploaded checkpoint's path is named by its content hash, so the path names the weights."""
     bar = st.progress(0.0, text="preparing the experiment…")
     try:
         config = ExperimentConfig(dataset=dataset_name, model=model, forget=target, kind=method, mode=mode,
-                                  checkpoint=checkpoint)
+                                  checkpoint=checkpoint, recipe=recipe)
         cache = TensorCache(cache_dir)
         prep = prepare(config, cache, progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message),
                        forget_images=_images, forget_names=_names)
@@ -148,8 +150,8 @@ class AwaitingInput(UserError):
 
 def uploaded_images(data: Dataset) -> tuple[torch.Tensor, list[str]]:
     """Decode this session's uploads into the data set's format (a digit set's way of making its
-    images: ``core.images.fit_digit``); each bad file gets a warning, each image that may mean
-    little a note, a load over the count, byte or pixel limits an error (core.images enforces them)."""
+    images: ``core.data.images.fit_digit``); each bad file gets a warning, each image that may mean
+    little a note, a load over the count, byte or pixel limits an error (core.data.images enforces them)."""
     if not uploaded_files():
         raise AwaitingInput("Upload one or more images to forget (PNG, JPEG, …) in the sidebar: LFSSD needs no "
                             "labels, so any images of this data set's kind will do.")
@@ -187,6 +189,28 @@ def _digest(files: tuple, data: Dataset) -> str:
 def histogram(_prepared: Prepared, key: tuple) -> RatioHistogram:
     """log10(I_Df/I_D) counts: independent of α and λ, so computed once per experiment."""
     return ratio_histogram(_prepared.imp_full, _prepared.imp_forget)
+
+
+@st.cache_resource(show_spinner="Auto: reading the model's outputs as α varies…", max_entries=64)
+def alpha_choice(_prepared: Prepared, key: tuple, rule: str):
+    """The α rule's choice for an experiment (cached: a rule reads a dozen dampened outputs)."""
+    from core.experiment import choose_alpha
+
+    return choose_alpha(_prepared, rule)
+
+
+def apply_alpha_rule(prep: Prepared):
+    """When a rule is in charge, put its α and λ into the selection (before any slider is drawn);
+    returns its ``AlphaChoice`` or None."""
+    from ui.state import ALPHA, ALPHA_RULE, LAMBDA
+
+    s = st.session_state
+    rule = s.get(ALPHA_RULE)
+    if not rule:
+        return None
+    choice = alpha_choice(prep, experiment_key(prep), rule)
+    s[ALPHA], s[LAMBDA] = choice.alpha, choice.lambda_
+    return choice
 
 
 def outcome(prep: Prepared, alpha: float, lambda_: float) -> ForgetOutcome:
@@ -257,11 +281,10 @@ def reference_note(prep: Prepared) -> str | None:
 
 def reference_about(prep: Prepared) -> str:
     """Which retrained model the cards compare with: one seed, stated, and how Compare relates to it."""
-    from core.train import default_config
-
     cfg = prep.config
-    epochs = default_config(cfg.model, prep.dataset.name, epochs=cfg.epochs, seed=cfg.seed).epochs
-    source = "your checkpoint's architecture with the default recipe" if cfg.checkpoint else "the default recipe"
+    epochs = cfg.train_config(prep.dataset.name).epochs
+    source = (f"the {cfg.recipe} recipe on your checkpoint's architecture (your checkpoint's own recipe is unknown)"
+              if cfg.checkpoint else f"the {cfg.recipe} recipe, as the baseline")
     return (f"reference: one model retrained from scratch on D_r (seed {cfg.seed}, {epochs} epochs of {source}; "
             f"Compare's Retrain averages seeds 0, 1, …, its seed {cfg.seed} is this model)")
 
@@ -270,4 +293,4 @@ def experiment_key(prep: Prepared) -> tuple:
     """Plain values naming a prepared experiment, for caching what derives from it. An upload's
     content digest is inside ``config.forget``; the cache folder names the model store."""
     cfg = prep.config
-    return (cfg.dataset, cfg.model, cfg.forget, cfg.kind, cfg.mode, cfg.checkpoint, str(cache_root()))
+    return (cfg.dataset, cfg.model, cfg.recipe, cfg.forget, cfg.kind, cfg.mode, cfg.checkpoint, str(cache_root()))

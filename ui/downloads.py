@@ -6,7 +6,7 @@ import json
 import streamlit as st
 from safetensors.torch import save as safetensors_bytes
 
-from core.evaluate import EvalResult
+from core.evaluation.accuracy import EvalResult
 from core.experiment import ForgetOutcome, Prepared
 
 

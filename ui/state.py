@@ -1,16 +1,17 @@
 """The user's selection: constant session-state keys, mirrored in the URL so a link reopens a view."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import streamlit as st
 
-from core.splits import ForgetSpec
+from core.data.splits import ForgetSpec
 
 DATASET, MODEL, TARGET, ALPHA, LAMBDA, METHOD, MODE = "dataset", "model", "target", "alpha", "lambda", "method", "mode"
+RECIPE = "recipe"
 # in the order they are filled: α's default depends on the data set, the target and the method
-DEFAULTS = {DATASET: "digits", MODEL: "small_cnn", TARGET: "class:3", METHOD: "lfssd", ALPHA: 3.5, LAMBDA: 1.0, MODE: "batch"}
+DEFAULTS = {DATASET: "digits", MODEL: "small_cnn", RECIPE: "default", TARGET: "class:3", METHOD: "lfssd", ALPHA: 3.5,
+            LAMBDA: 1.0, MODE: "batch"}
 FLOATS = (ALPHA, LAMBDA)
 # The target picker's own widgets; TARGET (the URL-able spec string) is composed from them.
 T_KIND, T_CLASS, T_SUBCLASS, T_N, T_SEED, T_SOURCE, T_IMAGE_CLASS, UPLOADS = (
@@ -19,6 +20,10 @@ TARGET_KINDS = {"class": "a whole class", "subclass": "a sub-class", "random": "
                 "images": "images, without labels"}
 # The α and λ sliders' own keys: ALPHA and LAMBDA hold the values on pages that draw no slider.
 W_ALPHA, W_LAMBDA = "alpha_slider", "lambda_slider"
+W_RECIPE = "recipe_radio"
+# An α rule (core.method.alpha, e.g. "auto") in charge of α and λ, or None: the sliders' own values.
+# Owned here; the Auto toggle (W_AUTO) edits it, a slider move hands α back to the user.
+ALPHA_RULE, W_AUTO = "_alpha_rule", "auto_toggle"  # the recipe radio's own key (it is not drawn for models whose recipes coincide)
 # A checkpoint the user uploaded and chose as the baseline: {"path", "name", "dataset", "model"}.
 BASELINE_UPLOAD = "baseline_upload"
 IMAGE_SOURCES = {"test": "test images of one class (labels hidden)", "upload": "images I upload"}
@@ -56,6 +61,8 @@ class Selection:
     method: str
     mode: str
     checkpoint: str | None = None  # an uploaded baseline (session only: a link cannot carry a file)
+    recipe: str = "default"
+    alpha_rule: str | None = None  # α and λ are the rule's choice (the URL says alpha=<rule>)  # how the baseline and its retrained reference are trained (core.models.recipes)
 
 
 # --- widgets that display and edit a value they do not own -----------------------------------------
@@ -130,6 +137,8 @@ def init_from_url() -> None:
         value, raw = default, params.get(key) if first_run else None
         if key == ALPHA:  # DEFAULTS lists the data set, target and method first: α suits them
             value = suggested_alpha(st.session_state[DATASET], st.session_state[TARGET], st.session_state[METHOD])
+        if key == ALPHA and raw is not None and is_alpha_rule(raw):
+            st.session_state[ALPHA_RULE], raw = str(raw).strip().lower(), None  # the page applies it
         if raw is not None:
             value, problem = url_value(key, raw, value)
             if problem:
@@ -140,22 +149,24 @@ def init_from_url() -> None:
 
 def url_value(key: str, raw: str, fallback):
     """(the value to use, why it differs from ``raw`` or None). ``fallback``: the default."""
-    from core.importance import KINDS, MODES
+    from core.method.importance import MODES
+    from core.models.recipes import RECIPES
 
     text = str(raw).strip()
     if key in FLOATS:
+        from core.errors import UserError
+        from core.method.dampening import check_alpha, check_lambda
+
         low, high = ALPHA_RANGE if key == ALPHA else LAMBDA_RANGE
         try:
-            value = float(text)
-        except ValueError:
-            return fallback, f"not a number; using {fallback:g}"
-        if not math.isfinite(value) or value < 0 or (key == ALPHA and value == 0):
-            return fallback, f"{'α must be > 0' if key == ALPHA else 'λ must be ≥ 0'}; using {fallback:g}"
+            value = (check_alpha if key == ALPHA else check_lambda)(text, "α" if key == ALPHA else "λ")
+        except UserError as exc:
+            return fallback, f"{exc}; using {fallback:g}"
         if not low <= value <= high:
             used = min(max(value, low), high)
             return used, f"outside {low:g}–{high:g}; using {used:g}"
         return value, None
-    choices = {METHOD: KINDS, MODE: MODES}.get(key)
+    choices = {METHOD: dampening_methods(), MODE: MODES, RECIPE: RECIPES.names()}.get(key)
     if choices is not None:
         if text.lower() in choices:
             return text.lower(), None
@@ -165,23 +176,49 @@ def url_value(key: str, raw: str, fallback):
     return text, None  # TARGET: the picker checks it
 
 
+def is_alpha_rule(text) -> bool:
+    from core.method.alpha import ALPHA_RULES
+
+    return str(text).strip().lower() in ALPHA_RULES
+
+
+def hand_alpha_back(source: str, target: str) -> None:
+    """A slider's on_change: copy its value to the owner, and the user, not a rule, sets α and λ now."""
+    st.session_state[target] = st.session_state[source]
+    st.session_state[ALPHA_RULE] = None
+
+
+def dampening_methods() -> list[str]:
+    """The methods the Forget page runs (those that dampen by an importance ratio: α and λ apply)."""
+    from core.compare.methods import METHODS
+    from core.method.importance import KINDS
+
+    names = [name for name in METHODS if METHODS.get(name).importance_kind in KINDS]
+    return sorted(names, key=lambda name: KINDS.index(METHODS.get(name).importance_kind))  # LFSSD first
+
+
 def current() -> Selection:
     init_from_url()
     s = st.session_state
     upload = s.get(BASELINE_UPLOAD)
     checkpoint = upload["path"] if upload and (upload["dataset"], upload["model"]) == (s[DATASET], s[MODEL]) else None
     return Selection(s[DATASET], s[MODEL], s[TARGET], float(s[ALPHA]), float(s[LAMBDA]), s[METHOD], s[MODE],
-                     checkpoint)
+                     checkpoint, s[RECIPE], s.get(ALPHA_RULE))
 
 
 def write_to_url(selection: Selection) -> None:
-    st.query_params.from_dict({DATASET: selection.dataset, MODEL: selection.model, TARGET: selection.target,
-                               ALPHA: f"{selection.alpha:g}", LAMBDA: f"{selection.lambda_:g}",
-                               METHOD: selection.method, MODE: selection.mode})
+    """The whole selection; the recipe only when it is not the default (links made before recipes
+    existed, which name none, mean the default)."""
+    params = {DATASET: selection.dataset, MODEL: selection.model, TARGET: selection.target,
+              ALPHA: selection.alpha_rule or f"{selection.alpha:g}", LAMBDA: f"{selection.lambda_:g}",
+              METHOD: selection.method, MODE: selection.mode}
+    if selection.recipe != DEFAULTS[RECIPE]:
+        params[RECIPE] = selection.recipe
+    st.query_params.from_dict(params)
 
 
 def suggested_alpha(dataset: str, target: str, method: str = "lfssd") -> float:
-    from core.paper import default_method_alpha
+    from core.compare.methods import default_method_alpha
 
     try:
         return default_method_alpha(method, dataset, ForgetSpec.parse(target).kind)

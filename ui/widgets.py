@@ -5,13 +5,16 @@ import math
 
 import streamlit as st
 
-from core.data import DATASETS, available_datasets
-from core.evaluate import EvalResult
-from core.importance import KINDS, MODES
-from core.models import MODELS
+from core.data.registry import DATASETS, available_datasets
+from core.evaluation.accuracy import EvalResult
+from core.compare.methods import METHODS
+from core.method.importance import MODES
+from core.models.registry import MODELS
 from ui import state
 
-MODEL_CHOICES = ["small_cnn", "resnet18", "vit"]  # trained here; vit_b16 needs the model hub (CLI only)
+def model_choices() -> list[str]:
+    """The models the app offers (their declarations say; e.g. one that needs the model hub is CLI-only)."""
+    return [name for name in MODELS if MODELS.get(name).in_app]
 # α on a log scale: roughly even steps in log α from 0.5 to 100 (the paper uses 1 … 50).
 ALPHA_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0,
               7.0, 8.0, 9.0, 10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0, 35.0, 40.0, 50.0, 60.0, 70.0, 80.0, 100.0)
@@ -31,15 +34,17 @@ def sidebar() -> state.Selection:
             st.session_state[state.DATASET] = "digits"
         st.selectbox("Data set", choices, key=state.DATASET, format_func=lambda n: DATASETS.get(n).label or n,
                      help="\n".join(f"- **{DATASETS.get(n).label or n}**: {DATASETS.get(n).description}" for n in choices))
-        if st.session_state[state.MODEL] not in MODEL_CHOICES:
+        models = model_choices()
+        if st.session_state[state.MODEL] not in models:
             state.warn_url(f"model '{st.session_state[state.MODEL]}' is not offered here; using small_cnn")
             st.session_state[state.MODEL] = "small_cnn"
-        st.selectbox("Model", MODEL_CHOICES, key=state.MODEL, format_func=lambda n: MODELS.get(n).label or n,
-                     help="\n".join(f"- **{MODELS.get(n).label or n}**: {MODELS.get(n).description}"
-                                    for n in MODEL_CHOICES))
+        st.selectbox("Model", models, key=state.MODEL, format_func=lambda n: MODELS.get(n).label or n,
+                     help="\n".join(f"- **{MODELS.get(n).label or n}**: {MODELS.get(n).description}" for n in models))
+        recipe_picker()
         target_picker()
-        st.radio("Method", KINDS, key=state.METHOD, horizontal=True, format_func=str.upper,
-                 help="LFSSD: label-free (‖f(x)‖² sensitivity). SSD: labelled (Fisher diagonal).")
+        methods = state.dampening_methods()
+        st.radio("Method", methods, key=state.METHOD, horizontal=True, format_func=lambda n: METHODS.get(n).column,
+                 help="\n".join(f"- **{METHODS.get(n).column}**: {METHODS.get(n).summary}" for n in methods))
         st.radio("Importance mode", MODES, key=state.MODE, horizontal=True,
                  help="batch: the reference code (|batch-mean gradient|); sample: the paper's equation 3")
         baseline_source()
@@ -50,6 +55,25 @@ def sidebar() -> state.Selection:
     selection = state.current()
     state.write_to_url(selection)
     return selection
+
+
+def recipe_picker() -> None:
+    """How the model is trained, where the recipes differ for it (e.g. the small CNN's wrong-logit
+    penalty); elsewhere the one recipe they amount to is used and nothing is drawn."""
+    from core.models.recipes import RECIPES
+    from core.models.training import default_config
+
+    s = st.session_state
+    if s[state.RECIPE] not in RECIPES:
+        state.warn_url(f"recipe '{s[state.RECIPE]}' is unknown; using default")
+        s[state.RECIPE] = "default"
+    distinct = {name: default_config(s[state.MODEL], s[state.DATASET], recipe=name) for name in RECIPES}
+    if len(set(distinct.values())) > 1:  # drawn on some runs only: the radio edits RECIPE, it does not own it
+        state.bind(state.W_RECIPE, s[state.RECIPE], identity=tuple(RECIPES))
+        st.radio("Training recipe", list(RECIPES), key=state.W_RECIPE, horizontal=True,
+                 format_func=lambda n: RECIPES.get(n).label, on_change=_copy, args=(state.W_RECIPE, state.RECIPE),
+                 help="\n".join(f"- **{RECIPES.get(n).label}**: {RECIPES.get(n).help}" for n in RECIPES)
+                 + "\n\nThe retrained reference is trained with the same recipe.")
 
 
 def baseline_source() -> None:
@@ -88,11 +112,42 @@ def alpha_slider(ceiling: float | None = None, ceiling_note: str | None = None) 
     # options) at its first option: the labels are part of what must not change unseen
     state.bind(state.W_ALPHA, alpha, identity=tuple(label(a) for a in options))
     st.select_slider("α — selection threshold (log scale)", options, key=state.W_ALPHA,
-                     format_func=label, on_change=_copy, args=(state.W_ALPHA, state.ALPHA),
+                     format_func=label, on_change=state.hand_alpha_back, args=(state.W_ALPHA, state.ALPHA),
                      help="an element is dampened when I_Df > α·I_D: lower α dampens more"
                           + (f". Ceiling ≈ {ceiling:.3g} ({ceiling_note or '|D|/|D_f|'}): α above it dampens next "
                              "to nothing." if ceiling is not None else ""))
     return float(s[state.ALPHA])
+
+
+def auto_control(choice) -> None:
+    """The Auto toggle beside the α slider: on, the α rule sets α and λ (and the URL says
+    alpha=auto); the sentence below says why it chose them, the expander shows the curve it read."""
+    from core.method.alpha import ALPHA_RULES
+
+    s = st.session_state
+    state.bind(state.W_AUTO, bool(s.get(state.ALPHA_RULE)))
+
+    def toggled() -> None:
+        s[state.ALPHA_RULE] = "auto" if s[state.W_AUTO] else None
+
+    st.toggle("Auto α", key=state.W_AUTO, on_change=toggled,
+              help=f"{ALPHA_RULES.get('auto').label}: {ALPHA_RULES.get('auto').help}. Needs no label and no "
+                   "retrained model. A slider move hands α back to you.")
+    if choice is not None:
+        st.caption(f"**Auto**: {choice.reason}.")
+
+
+def auto_curve(choice) -> None:
+    """What the rule read as α varied, below the charts (one line when collapsed)."""
+    from core.plots.forget import alpha_rule_figure
+
+    if choice is None or not choice.curve:
+        return
+    with st.expander(f"How Auto chose α = {choice.alpha:g}, λ = {choice.lambda_:g}"):
+        st.plotly_chart(alpha_rule_figure(choice), width="stretch", key="auto_curve")
+        st.caption("Read from the model's outputs only (no label, no retrained model): the share of the forget "
+                   "images that keep the baseline's answer, and the share of the rest of D (a fixed sample, less "
+                   "the classes the forget images crowd into) that keep theirs, as α falls from the ceiling.")
 
 
 def lambda_slider() -> float:
@@ -102,7 +157,7 @@ def lambda_slider() -> float:
     top = max(LAMBDA_MAX, lambda_)
     state.bind(state.W_LAMBDA, lambda_, identity=(top,))
     st.slider("λ — dampening constant", 0.0, top, step=0.1, key=state.W_LAMBDA,
-              on_change=_copy, args=(state.W_LAMBDA, state.LAMBDA),
+              on_change=state.hand_alpha_back, args=(state.W_LAMBDA, state.LAMBDA),
               help="a dampened element is multiplied by β = min(λ·I_D/I_Df, 1): lower λ dampens harder")
     return float(s[state.LAMBDA])
 
@@ -169,7 +224,7 @@ def model_inputs(data) -> None:
     from PIL import Image
 
     from core.errors import UserError
-    from core.images import preview
+    from core.data.images import preview
     from ui.compute import decoded_uploads
 
     files = dict(state.uploaded_files())

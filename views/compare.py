@@ -7,10 +7,10 @@ controls come back, in any session.
 """
 import streamlit as st
 
-from core import compare_plots as cp
-from core.compare import Comparison, available_methods, compare, torch_threads
+from core.plots import compare as cp
+from core.compare.run import Comparison, available_methods, compare, torch_threads
 from core.errors import UserError
-from core.methods import DEFAULT_COMPARISON
+from core.compare.methods import DEFAULT_COMPARISON
 from ui import compute, state, widgets
 
 METHODS_KEY, REPEATS, PAPER, RUN, DONE = "cmp_methods", "cmp_repeats", "cmp_paper", "cmp_run", "cmp_done"

@@ -5,12 +5,12 @@ not the sidebar, the preparation lookup or the retrained reference.
 """
 import streamlit as st
 
-from core.dampening import selected_betas
+from core.method.dampening import selected_betas
 from core.errors import UserError
 from core.experiment import Prepared
-from core.evaluate import EvalResult
-from core.gallery import gallery, prediction_shares
-from core.plots import (beta_histogram_figure, layer_bars_figure, per_class_figure, prediction_shift_figure,
+from core.evaluation.accuracy import EvalResult
+from core.data.gallery import gallery, prediction_shares
+from core.plots.forget import (beta_histogram_figure, layer_bars_figure, per_class_figure, prediction_shift_figure,
                         ratio_histogram_figure)
 from ui import compute, downloads, state, widgets
 
@@ -30,6 +30,7 @@ def nothing_selected(hist, alpha: float, kind: str) -> str:
 
 @st.fragment
 def live(prep: Prepared, retrain: EvalResult | None) -> None:
+    choice = compute.apply_alpha_rule(prep)  # Auto on: the rule sets α and λ before the sliders are drawn
     sel = state.current()
     try:
         result = compute.outcome(prep, sel.alpha, sel.lambda_)
@@ -61,9 +62,11 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
             widgets.alpha_slider(prep.alpha_ceiling, prep.ceiling_note)
         with lambda_col:
             widgets.lambda_slider()
+        widgets.auto_control(choice)
         hist = compute.histogram(prep, compute.experiment_key(prep))
         st.markdown("**Which elements α selects** — right of the dashed line are dampened")
-        st.plotly_chart(ratio_histogram_figure(hist, sel.alpha, prep.alpha_ceiling), width="stretch", key="fg_hist")
+        st.plotly_chart(ratio_histogram_figure(hist, sel.alpha, prep.alpha_ceiling, sel.alpha_rule), width="stretch",
+                        key="fg_hist")
         st.caption(f"At α = {sel.alpha:g}: {result.report.selected:,} of {result.report.numel:,} elements "
                    f"({result.report.fraction:.2%}) dampened · {hist.only_forget:,} matter only to D_f "
                    f"(I_D = 0: zeroed at any α) · {hist.no_signal:,} get no gradient, never touched.",
@@ -79,6 +82,7 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
             st.plotly_chart(beta_histogram_figure(selected_betas(prep.imp_full, prep.imp_forget, sel.alpha,
                                                                  sel.lambda_)), width="stretch", key="fg_betas")
 
+    widgets.auto_curve(choice)
     st.markdown("**The forget images, before → after** (top predictions, class:probability)")
     items = gallery(prep.dataset, prep.split, prep.baseline.forget_probs, result.result.forget_probs)
     for col, item in zip(st.columns(len(items) or 1), items):

@@ -3,7 +3,7 @@ import math
 
 import streamlit as st
 
-from core import importance_analysis as ia
+from core.plots import importance as ia
 from core.errors import UserError
 from ui import compute, state, widgets
 
@@ -47,6 +47,8 @@ def comparison_ui(table, label_a: str, label_b: str, chart_key: str) -> None:
 sel = state.current()
 try:
     prep = compute.prepared(sel)
+    if compute.apply_alpha_rule(prep) is not None:  # Auto on: its α here too
+        sel = state.current()
     st.subheader(f"Importance maps — {sel.method.upper()}, {sel.mode} mode, forgetting {prep.split.description}")
     st.caption("I_D: how much each parameter element matters over all training data D; I_Df: over the forget "
                f"set alone. Equation 1 dampens an element when I_Df > α·I_D (α = {sel.alpha:g}).")

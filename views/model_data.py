@@ -1,11 +1,11 @@
 """Model & data: the data set and its samples, the baseline's scores per class, an uploaded checkpoint."""
 import streamlit as st
 
-from core.data import DATASETS, load_dataset
+from core.data.registry import DATASETS, load_dataset
 from core.errors import UserError
-from core.model_report import (CHECKPOINT_TYPES, MAX_UPLOAD_MB, class_counts, confusion_figure,
+from core.evaluation.report import (CHECKPOINT_TYPES, MAX_UPLOAD_MB, class_counts, confusion_figure,
                                load_uploaded_checkpoint, model_report, per_class_bars, sample_grid_figure)
-from core.models import MODELS, weights_hash
+from core.models.registry import MODELS, weights_hash
 from ui import compute, state, widgets
 
 selection = state.current()

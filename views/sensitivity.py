@@ -2,9 +2,9 @@
 import pandas as pd
 import streamlit as st
 
-from core import sensitivity_plots as sp
+from core.plots import sensitivity as sp
 from core.errors import UserError
-from core.evaluate import needs_subset
+from core.evaluation.accuracy import needs_subset
 from core.experiment import sweep
 from ui import compute, state, widgets
 
@@ -27,10 +27,11 @@ def table2_preset() -> None:  # a callback: runs before the λ slider is drawn
     st.session_state[TABLE2] = True
 
 
-selection, key = state.current(), None
+selection, key, choice = state.current(), None, None
 try:
     prep = compute.prepared(selection)
     key = compute.experiment_key(prep)
+    choice = compute.apply_alpha_rule(prep)
     ceiling = prep.alpha_ceiling
     default = sp.format_grid(sp.default_alphas(ceiling))  # follows the data set unless the user edited it
     if st.session_state.get(ALPHAS) in (None, st.session_state.get("sens_alphas_default")):
@@ -58,6 +59,7 @@ with alpha_col:
     widgets.alpha_slider(ceiling, prep.ceiling_note)
 with lambda_col:
     widgets.lambda_slider()
+widgets.auto_control(choice)
 selection = state.current()  # the sliders' values, as just drawn
 
 grid_col, preset_col, reset_col = st.columns([3, 1.2, 1], vertical_alignment="bottom")
@@ -78,7 +80,10 @@ if table is not None:
     st.markdown(f"**α sweep at λ = {selection.lambda_:g}** (λ from the slider above)")
     (st.success if found else st.warning)(sp.plateau_sentence(found, retrain_d_f, prep.baseline.d_r,
                                                               prep.split.labelled))
-    st.plotly_chart(sp.alpha_sweep_figure(table, prep.baseline, retrain, found), width="stretch", key="sens_alpha_fig")
+    chosen = (selection.alpha_rule, selection.alpha) if selection.alpha_rule else None
+    st.plotly_chart(sp.alpha_sweep_figure(table, prep.baseline, retrain, found, chosen), width="stretch",
+                    key="sens_alpha_fig")
+    widgets.auto_curve(choice)
     st.dataframe(table, hide_index=True, width="stretch", key="sens_table", column_config={
         "alpha": st.column_config.NumberColumn("α", format="%g"),
         "lambda": st.column_config.NumberColumn("λ", format="%g"),
