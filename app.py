@@ -26,6 +26,7 @@ navigation = st.navigation([
     st.Page("views/forget.py", title="Forget"),
     st.Page("views/sensitivity.py", title="Sensitivity"),
     st.Page("views/importance.py", title="Importance maps"),
+    st.Page("views/evidence.py", title="Evidence"),
     st.Page("views/compare.py", title="Compare methods"),
 ])
 widgets.sidebar()

@@ -219,20 +219,39 @@ def prepared_from(parts: Importances) -> Prepared:
     return prepared
 
 
-def retrain_reference(prepared: Prepared, cache: TensorCache | None = None,
-                      progress: Progress | None = None) -> EvalResult:
-    """Scores of the honest reference: the same model trained from scratch on D_r only.
-
-    Trained once per (data set, model, training config, D_r) and cached on disk like the
-    baseline. Unlabelled image targets have no known D_r: they are refused.
-    """
+def retrained_model(prepared: Prepared, cache: TensorCache | None = None, progress: Progress | None = None,
+                    seed: int | None = None) -> nn.Module:
+    """The same model trained from scratch on D_r only, with the experiment's recipe (seed: the
+    experiment's, or ``seed``). Trained once and cached on disk like the baseline; unlabelled image
+    targets have no known D_r and are refused."""
     if not prepared.split.labelled:
         raise UserError("a retrained reference needs to know D_f inside the training set; unlabelled images have none")
-    config = prepared.config
+    config = prepared.config if seed is None else replace(prepared.config, seed=seed)
     model, _ = trained_model(config.model, prepared.dataset, config.train_config(prepared.dataset.name),
-                             indices=prepared.split.retain_train,
-                             cache=cache or TensorCache(), progress=progress)
-    return evaluate(model.to(model_device(prepared.model)), prepared.dataset, prepared.split)
+                             indices=prepared.split.retain_train, cache=cache or TensorCache(), progress=progress)
+    return model.to(model_device(prepared.model))
+
+
+def retrain_reference(prepared: Prepared, cache: TensorCache | None = None,
+                      progress: Progress | None = None) -> EvalResult:
+    """Scores of the honest reference: the same model trained from scratch on D_r only (see
+    ``retrained_model``)."""
+    return evaluate(retrained_model(prepared, cache, progress), prepared.dataset, prepared.split)
+
+
+@dataclass(frozen=True, eq=False)
+class Scored:
+    """The images a result was scored on (all, or a large data set's fixed subset) and their logits."""
+
+    dataset: Dataset
+    split: ForgetSplit
+    logits: dict  # {"test", "train"[, "forget" for unlabelled images]} -> (N, classes)
+
+    def forget_logits(self) -> torch.Tensor:
+        return self.logits["forget"] if not self.split.labelled else self.logits["train"][self.split.forget_train]
+
+    def forget_labels(self) -> torch.Tensor | None:
+        return None if not self.split.labelled else self.dataset.train_y[self.split.forget_train]
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,6 +260,7 @@ class ForgetOutcome:
     result: EvalResult
     seconds: float
     build_model: Callable[[], nn.Module] = field(repr=False)
+    scored: "Scored | None" = field(default=None, repr=False)  # the logits the scores came from
 
     @cached_property
     def model(self) -> nn.Module:
@@ -268,11 +288,13 @@ def forget(prepared: Prepared, alpha: float, lambda_: float, progress: Progress 
     plan = _plan(prepared, alpha, lambda_)
     if progress:
         progress(0.0, f"evaluating α={alpha:g}, λ={lambda_:g}")
-    result = prepared.evaluations.for_mode(prepared, evaluation, numerics).evaluate(plan)
+    evaluation_ = prepared.evaluations.for_mode(prepared, evaluation, numerics)
+    result, logits = evaluation_.evaluate_with_logits(plan)
     if progress:
         progress(1.0, "evaluation done")
     build = lambda: dampen(prepared.model, prepared.imp_full, prepared.imp_forget, alpha, lambda_, plan)[0]  # noqa: E731
-    return ForgetOutcome(plan.report, result, time.perf_counter() - started, build)
+    return ForgetOutcome(plan.report, result, time.perf_counter() - started, build,
+                         Scored(evaluation_.dataset, evaluation_.split, logits))
 
 
 def baseline_for(prepared: Prepared, result: EvalResult) -> EvalResult:
@@ -308,7 +330,14 @@ class _Evaluation:
                                          autocast=NUMERICS[numerics])
 
     def evaluate(self, plan) -> EvalResult:
+        return self.evaluate_with_logits(plan)[0]
+
+    def evaluate_with_logits(self, plan) -> tuple[EvalResult, dict]:
+        """The scores and the logits they came from ({"test", "train", and "forget" for images})."""
         logits = self.evaluator.logits(plan)
+        return self._scored(logits), logits
+
+    def _scored(self, logits: dict) -> EvalResult:
         result = score(self.dataset, self.split, logits["test"], logits["train"], logits.get("forget"))
         if self.numerics != "fp32":
             result = replace(result, numerics=f"{self.numerics} autocast (opt-in; approximate)")

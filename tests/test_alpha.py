@@ -154,3 +154,16 @@ def test_a_link_with_alpha_auto_reopens_with_the_rule_applied(app, cache_dir):
     assert app.toggle(key="auto_toggle").value is True
     assert app.select_slider(key="alpha_slider").value == expected.alpha
     assert app.query_params["alpha"] in ("auto", ["auto"])
+
+
+def test_the_apps_report_names_the_rule_and_what_it_read(cache, one_torch_thread):
+    from core.experiment import forget
+    from ui.downloads import report_json
+
+    prepared = prepare(ExperimentConfig(forget="class:3"), cache)
+    choice = choose_alpha(prepared, "auto")
+    report = json.loads(report_json(prepared, forget(prepared, choice.alpha, choice.lambda_), None, choice))
+    assert (report["alpha"], report["lambda"]) == (choice.alpha, choice.lambda_)
+    assert report["alpha_rule"]["rule"] == "auto" and report["alpha_rule"]["reason"] == choice.reason
+    assert report["alpha_rule"]["curve"] and report["alpha_rule"]["diagnostics"]["evaluations"] >= 1
+    assert json.loads(report_json(prepared, forget(prepared, 3.5, 1.0), None))["alpha_rule"] is None

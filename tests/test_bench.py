@@ -54,6 +54,9 @@ def test_every_workload_has_every_ratio(report):
         assert positive(auto["ratio_to_slider_move"]) and positive(auto["slider_seconds"])
         assert auto["ratio_to_slider_move"] == pytest.approx(auto["seconds"] / auto["slider_seconds"])
         assert auto["evaluations"] >= 1 and positive(auto["alpha"])
+        evidence = w["evidence"]  # the Evidence page's per-move work, timed beside the move alone
+        assert positive(evidence["ratio_to_slider_move"])
+        assert evidence["ratio_to_slider_move"] == pytest.approx(evidence["with_evidence_seconds"] / evidence["slider_seconds"])
         memory = w["memory"]
         assert memory["importance_bytes"] > 0 and memory["importance_file_bytes"] >= memory["importance_bytes"]
         assert memory["activation_cache_bytes"] > 0 and memory["peak_rss_bytes_so_far"] > 0

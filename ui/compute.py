@@ -294,3 +294,57 @@ def experiment_key(prep: Prepared) -> tuple:
     content digest is inside ``config.forget``; the cache folder names the model store."""
     cfg = prep.config
     return (cfg.dataset, cfg.model, cfg.recipe, cfg.forget, cfg.kind, cfg.mode, cfg.checkpoint, str(cache_root()))
+
+
+# --- membership evidence (views/evidence.py) -------------------------------------------------------------
+
+@st.cache_resource(show_spinner="loading the retrained model…", max_entries=16)
+def retrained_model_for(_prepared: Prepared, key: tuple):
+    """The model retrained without D_f (the cards' reference), itself, for its outputs."""
+    from core.experiment import retrained_model
+
+    return retrained_model(_prepared)
+
+
+_SCORES: dict[tuple, tuple] = {}  # (experiment key, method, α, λ, N) -> (ScoreOverModels, seconds it took)
+
+
+def score_over_models(prep: Prepared, key: tuple, method: str, alpha: float, lambda_: float, models: int):
+    """The challenge's score over N models, with a progress bar; (result, from_cache). A rerun (any
+    click, "Cancel" included) stops it between two models; every model trained so far stays cached
+    on disk, so the next press starts where this one stopped."""
+    from core.compare.evidence import forget_score_over_models
+
+    entry = (key, method, alpha, lambda_, models)
+    if entry in _SCORES:
+        return _SCORES[entry], True
+    bar = st.progress(0.0, text=f"training {models} originals and {models} retrained models…")
+    try:
+        result = forget_score_over_models(prep.config, method, alpha, lambda_, models, TensorCache(cache_root()),
+                                          progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+    finally:
+        bar.empty()
+    _SCORES[entry] = result
+    return result, False
+
+
+def stored_score(key: tuple, method: str, alpha: float, lambda_: float, models: int):
+    """(result, True) when this server already scored these settings, else None (nothing computed)."""
+    entry = (key, method, alpha, lambda_, models)
+    return (_SCORES[entry], True) if entry in _SCORES else None
+
+
+_RELEARNED: dict[tuple, dict] = {}
+
+
+def relearning(prep: Prepared, key: tuple, alpha: float, lambda_: float):
+    """Relearning curves and R for (α, λ); (result, from_cache)."""
+    from core.compare.evidence import relearning_evidence
+
+    entry = (key, alpha, lambda_)
+    if entry in _RELEARNED:
+        return _RELEARNED[entry], True
+    with st.spinner("fine-tuning the dampened, retrained and baseline models on D_f…"):
+        result = relearning_evidence(prep, alpha, lambda_, TensorCache(cache_root()))
+    _RELEARNED[entry] = result
+    return result, False

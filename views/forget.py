@@ -101,7 +101,7 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
         st.markdown("**Test accuracy per class**")
         st.plotly_chart(per_class_figure(compute.baseline_like(prep, scores).per_class_test, scores.per_class_test, classes),
                         width="stretch", key="fg_per_class")
-    downloads.report_and_model(prep, result, retrain)
+    downloads.report_and_model(prep, result, retrain, choice)
     state.write_to_url(state.current())  # a fragment run does not pass through the sidebar
 
 

@@ -20,11 +20,14 @@ st.markdown("- **α** picks *which* parameters: lower α selects more (too low h
 train_reference_after = None
 try:
     prep = compute.prepared(selection)
+    if compute.apply_alpha_rule(prep) is not None:  # a link with alpha=auto: the rule's α here too
+        selection = state.current()
     result = compute.outcome(prep, selection.alpha, selection.lambda_)
     key = compute.experiment_key(prep)
     retrain = compute.retrained_if_ready(prep, key) if prep.split.labelled else None
     train_reference_after = (prep, key) if prep.split.labelled and retrain is None else None
-    st.markdown(f"**Live:** forgetting {prep.split.description} at α = {selection.alpha:g}, λ = {selection.lambda_:g}")
+    st.markdown(f"**Live:** forgetting {prep.split.description} at α = {selection.alpha:g}"
+                f"{f' ({selection.alpha_rule})' if selection.alpha_rule else ''}, λ = {selection.lambda_:g}")
     widgets.metric_cards(prep.baseline, result.result, result.report.fraction, result.report.selected, retrain,
                          prep.split.spec.kind, compute.reference_note(prep), compute.reference_about(prep))
 except UserError as exc:

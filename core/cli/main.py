@@ -135,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="cache folder (default $LFSSD_CACHE_DIR or ~/.cache/lfssd-explorer)")
     p.add_argument("--csv", default=None, help="also write the side-by-side table to this CSV file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser("evidence", help="is it really forgotten? every membership attack on one target at (α, λ): "
+                                        "the papers' entropy MIA, confidence against the retrained model, the "
+                                        "unlearning challenge's score over N models, relearning")
+    _experiment_args(p)
+    p.add_argument("--alpha", type=_number, default=None, help="α (default: suits the data set)")
+    p.add_argument("--lambda", dest="lambda_", type=_number, default=None, help="λ (default 1)")
+    p.add_argument("--models", type=int, default=32,
+                   help="N for the challenge's score: N originals (seeds 0…N−1) and N retrained models (0: skip it)")
+    p.add_argument("--methods", default=None,
+                   help="methods scored over the N models, comma-separated (default: --kind); 'retrain' is a "
+                        "second set of retrained models, 'baseline' the originals untouched")
+    p.add_argument("--workers", type=int, default=None, help="processes for the N models (default: one per core)")
+    p.add_argument("--relearn-steps", type=int, default=30, help="fine-tuning steps of the relearning probe (0: skip)")
     p = sub.add_parser("alpha-study", help="how often each way of choosing α is retrain-like, on a fixed grid of "
                                            "48 cases (opt-in, minutes: trains every retrained reference once)")
     p.add_argument("--cases", default=None, help="only the cases whose name contains one of these (comma-separated), "
@@ -274,6 +287,67 @@ def cmd_forget(args) -> dict:
             "selected": outcome.report.selected, "selected_fraction": outcome.report.fraction,
             "parameters": outcome.report.numel, "layers": outcome.report.to_rows(),
             "forget_seconds": outcome.seconds, "total_seconds": time.perf_counter() - started, "saved": args.save}
+
+
+def cmd_evidence(args) -> dict:
+    """Every attack of core.evaluation.attacks on one experiment at (α, λ)."""
+    from dataclasses import replace
+
+    from core.compare.evidence import curve_dict, forget_score_over_models, pair_evidence, relearning_evidence
+    from core.compare.methods import METHODS
+    from core.data.registry import default_alpha
+    from core.data.splits import ForgetSpec
+    from core.evaluation.attacks import ATTACKS
+    from core.experiment import forget, prepare, retrained_model
+
+    config = _config(args).resolved()
+    alpha = args.alpha if args.alpha is not None else default_alpha(config.dataset, ForgetSpec.parse(config.forget).kind)
+    lambda_ = 1.0 if args.lambda_ is None else args.lambda_
+    methods = [m.strip().lower() for m in (args.methods or config.kind).split(",") if m.strip()]
+    for method in methods:
+        METHODS.get(method)
+    cache = _cache(args)
+    prepared = prepare(config, cache, _progress(args))
+    outcome = forget(prepared, alpha, lambda_, evaluation="full")
+    retrained = retrained_model(prepared, cache) if prepared.split.labelled else None
+    pair = pair_evidence(prepared, outcome, retrained)
+    out = {**_summary(prepared), "alpha": alpha, "lambda": lambda_,
+           "attacks": {name: ATTACKS.get(name).label for name in ATTACKS},
+           "entropy": {"baseline": prepared.baseline.mia, "dampened": outcome.result.mia,
+                       "retrained": evaluate_retrained(prepared, retrained), "sets": outcome.result.mia_sets},
+           "confidence": {"statistic": pair.statistic,
+                          "median": {"dampened": _median(pair.dampened), "baseline": _median(pair.baseline),
+                                     "retrained": _median(pair.retrained), "test": _median(pair.test)},
+                          "epsilon": pair.separation.epsilon if pair.separation else None,
+                          "threshold": pair.separation.threshold if pair.separation else None,
+                          "baseline_epsilon": pair.baseline_separation.epsilon if pair.baseline_separation else None,
+                          "recognised": float(pair.recognised.mean())},
+           "forget_score": {}, "relearning": None}
+    if args.models:
+        kind = ForgetSpec.parse(config.forget).kind
+        for method in methods:  # each dampening method at the α given for --kind, or else at its own default
+            own = alpha if method == config.kind or not METHODS.get(method).alpha_rule else \
+                METHODS.get(method).default_alpha(config.dataset, kind, config.model)
+            out["forget_score"][method] = forget_score_over_models(
+                replace(config, kind=method if method in ("lfssd", "ssd") else config.kind), method, own, lambda_,
+                args.models, cache, _progress(args), workers=args.workers).as_dict()
+    if prepared.split.labelled and args.relearn_steps:
+        r = relearning_evidence(prepared, alpha, lambda_, cache, steps=args.relearn_steps)
+        out["relearning"] = {"ratio": r["ratio"], "lr": r["lr"],
+                             "curves": {k: curve_dict(v) for k, v in r["curves"].items()}}
+    return out
+
+
+def _median(values) -> float | None:
+    import numpy as np
+
+    return None if values is None or not len(values) else float(np.median(values))
+
+
+def evaluate_retrained(prepared, retrained):
+    from core.evaluation.accuracy import evaluate
+
+    return None if retrained is None else evaluate(retrained, prepared.dataset, prepared.split).mia
 
 
 def cmd_alpha_study(args) -> dict:
@@ -427,7 +501,7 @@ def cmd_bench(args) -> dict:
                      distributed=args.distributed, progress=_progress(args), opt_in=opt_in)
 
 
-COMMANDS = {"alpha-study": cmd_alpha_study, "bench": cmd_bench, "train": cmd_train, "forget": cmd_forget, "sweep": cmd_sweep, "importance": cmd_importance,
+COMMANDS = {"evidence": cmd_evidence, "alpha-study": cmd_alpha_study, "bench": cmd_bench, "train": cmd_train, "forget": cmd_forget, "sweep": cmd_sweep, "importance": cmd_importance,
             "compare": cmd_compare, "reproduce": cmd_reproduce}
 
 
@@ -453,6 +527,8 @@ def _print_human(command: str, result: dict) -> None:
           f"forget {result['target']} ({result['forget_size']} images)")
     if command == "alpha-study":
         _print_alpha_study(result)
+    if command == "evidence":
+        _print_evidence(result)
     if command == "forget":
         base, new = result["baseline"], result["forgotten"]
         if result.get("alpha_rule"):
@@ -474,6 +550,22 @@ def _print_human(command: str, result: dict) -> None:
                   f"{_fmt(row['d_f']):>8}{_fmt(row['mia']):>8}")
     elif command == "importance":
         print(f"{len(result['parameters'])} parameter tensors; saved to {result['output'] or '(not saved)'}")
+
+
+def _print_evidence(r: dict) -> None:
+    e, c = r["entropy"], r["confidence"]
+    print(f"α={r['alpha']:g} λ={r['lambda']:g}, {r['target']}")
+    print(f"entropy MIA (the papers'): baseline {_fmt(e['baseline'])}, dampened {_fmt(e['dampened'])}, "
+          f"retrained {_fmt(e['retrained'])}")
+    print(f"confidence ({c['statistic']}): median dampened {_fmt(c['median']['dampened'])}, retrained "
+          f"{_fmt(c['median']['retrained'])}, baseline {_fmt(c['median']['baseline'])}; one-pair ε dampened vs "
+          f"retrained {_fmt(c['epsilon'])} (baseline vs retrained {_fmt(c['baseline_epsilon'])})")
+    for method, s in r["forget_score"].items():
+        print(f"challenge score, {method}, N={s['models']}: F {s['forget_score']:.4f}, final {s['final_score']:.4f} "
+              f"({s['seconds']:.0f} s)")
+    if r["relearning"]:
+        print(f"relearning ratio R {_fmt(r['relearning']['ratio'])}: " + ", ".join(
+            f"{k} {' → '.join(f'{a:.0f}' for a in v['accuracy'])}" for k, v in r["relearning"]["curves"].items()))
 
 
 def _print_alpha_study(result: dict) -> None:

@@ -119,3 +119,43 @@ def mia_result(retain_logits: torch.Tensor, test_logits: torch.Tensor, forget_lo
 def mia(retain_logits: torch.Tensor, test_logits: torch.Tensor, forget_logits: torch.Tensor) -> float | None:
     """The MIA score (%), or None when the fit carries no signal (``mia_result`` says why)."""
     return mia_result(retain_logits, test_logits, forget_logits).score
+
+
+# --- the attacks, a family ----------------------------------------------------------------------------
+
+from core.registry import Registry  # noqa: E402  (the family's declarations follow the entropy attack)
+
+
+@dataclass(frozen=True)
+class Attack:
+    """A membership attack, declared once: every number it gives names it (``label``), and the
+    README's method table reads what it needs."""
+
+    name: str
+    label: str
+    measures: str  # one line
+    needs: str  # what it takes to run, in words
+    default: bool = False  # the one tables show first (the papers')
+
+
+ATTACKS: Registry[Attack] = Registry("attack")
+ATTACKS.register("entropy", Attack(
+    "entropy", "entropy MIA (the papers')",
+    "share of the forget images a logistic regression on softmax entropy (members: D_r's training images, "
+    "non-members: test images) calls members; a population attack on one model",
+    "one model; per slider move", default=True))
+ATTACKS.register("confidence", Attack(
+    "confidence", "confidence vs retrained (one pair)",
+    "how well one threshold on the forget examples' logit-scaled confidence tells the dampened model from the "
+    "retrained one: ε of that single pair (0 = indistinguishable)",
+    "the retrained model (one); per slider move"))
+ATTACKS.register("forget_score", Attack(
+    "forget_score", "challenge forgetting score F (N models)",
+    "NeurIPS 2023 unlearning challenge: per forget example, ε between its confidence under N unlearned and N "
+    "retrained models, bucketed and averaged; the final score scales F by D_r and test accuracy against retrain",
+    "N originals trained with different seeds (the method applied to each) and N retrained models"))
+ATTACKS.register("relearning", Attack(
+    "relearning", "relearning ratio R",
+    "fine-tune on D_f: R = min(Δ_retrain / Δ_unlearned, 1), Δ = the D_f accuracy that comes back; below 1, "
+    "knowledge that was only hidden returns faster",
+    "labels of D_f and a few dozen fine-tuning steps per model"))

@@ -113,3 +113,43 @@ def alpha_rule_figure(choice) -> go.Figure:
                       yaxis_title="% keeping the baseline's answer", yaxis_range=[-3, 103],
                       legend=dict(orientation="h", y=-0.35))
     return fig
+
+
+RETRAINED_COLOR, BASELINE_COLOR, TEST_COLOR = "#2ca02c", "#7f7f7f", "#9ecae1"
+
+
+def confidence_figure(pair) -> go.Figure:
+    """The forget examples' confidence under the dampened, retrained and baseline models, test images
+    (non-members) for scale, and the threshold that best tells the dampened model from the retrained."""
+    fig = go.Figure()
+    samples = [("test images (non-members), dampened model", pair.test, TEST_COLOR),
+               ("forget examples, baseline", pair.baseline, BASELINE_COLOR),
+               ("forget examples, retrained without D_f", pair.retrained, RETRAINED_COLOR),
+               ("forget examples, dampened", pair.dampened, SELECTED)]
+    values = np.concatenate([v for _, v, _ in samples if v is not None and len(v)])
+    lo, hi = float(np.percentile(values, 0.5)), float(np.percentile(values, 99.5))
+    for name, sample, color in samples:
+        if sample is None or not len(sample):
+            continue
+        fig.add_histogram(x=np.clip(sample, lo, hi), name=name, marker_color=color, opacity=0.55,
+                          histnorm="percent", xbins=dict(start=lo, end=hi, size=(hi - lo) / 50 or 1))
+    if pair.separation is not None and np.isfinite(pair.separation.threshold):
+        fig.add_vline(x=float(np.clip(pair.separation.threshold, lo, hi)), line_dash="dash", line_color="#333")
+        fig.add_annotation(x=float(np.clip(pair.separation.threshold, lo, hi)), y=1.0, yref="paper", yanchor="bottom",
+                           showarrow=False, text=f"best threshold: ε = {pair.separation.epsilon:.2f}")
+    fig.update_layout(barmode="overlay", height=320, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis_title=pair.statistic.split(" (")[0], yaxis_title="% of each set",
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def relearning_figure(curves: dict) -> go.Figure:
+    """D_f accuracy against fine-tuning steps on D_f, per model."""
+    colors = {"dampened": SELECTED, "retrained": RETRAINED_COLOR, "baseline": BASELINE_COLOR}
+    fig = go.Figure()
+    for name, curve in curves.items():
+        fig.add_scatter(x=list(curve.steps), y=list(curve.accuracy), mode="lines+markers", name=name,
+                        line_color=colors.get(name, "#333"))
+    fig.update_layout(height=280, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="fine-tuning steps on D_f",
+                      yaxis_title="D_f accuracy (%)", yaxis_range=[-3, 103], legend=dict(orientation="h", y=-0.3))
+    return fig
