@@ -158,12 +158,15 @@ def auto_alpha(problem: AlphaProblem) -> AlphaChoice:
     nothing_alpha = _round(max(top, float(ratios.max()) if len(ratios) else top) * 1.1)  # above every ratio
     if point is None:
         last = curve[-1]
-        return AlphaChoice(
-            "auto", nothing_alpha, 1.0,
-            f"dampens nothing: no α lets the forget images go while the rest of D keeps its answers (at α = "
-            f"{last['alpha']:.3g}, {last['forget_kept']:.0%} of the forget answers stayed and "
-            f"{last['rest_kept']:.1%} of the rest's) — they look like the rest of D, as random samples do",
-            nothing=True, curve=tuple(curve), diagnostics={"rest_images": int(rest.sum())})
+        if last["rest_kept"] < KEEP_REST:
+            why = (f"the rest of D loses its answers first (at α = {last['alpha']:.3g} only {last['rest_kept']:.1%} "
+                   f"of it kept them while {last['forget_kept']:.0%} of the forget answers stayed): no α forgets "
+                   "these images without harming the rest")
+        else:
+            why = (f"even at α = {last['alpha']:.3g}, {last['forget_kept']:.0%} of the forget answers stayed: the "
+                   "forget images look like the rest of D, as random samples do")
+        return AlphaChoice("auto", nothing_alpha, 1.0, f"dampens nothing: {why}", nothing=True, curve=tuple(curve),
+                           diagnostics={"rest_images": int(rest.sum())})
     alpha, lambda_ = point["alpha"], 1.0
     for candidate in LAMBDAS[1:]:  # milder, as long as it forgets as much as λ = 1 did
         row = measure(alpha, candidate)
