@@ -137,6 +137,16 @@ def auto_control(choice) -> None:
         st.caption(f"**Auto**: {choice.reason}.")
 
 
+def alpha_lambda_controls(prep, choice) -> None:
+    """The α and λ sliders side by side, with the Auto toggle (and its sentence) under them."""
+    alpha_col, lambda_col = st.columns([3, 2])
+    with alpha_col:
+        alpha_slider(prep.alpha_ceiling, prep.ceiling_note)
+    with lambda_col:
+        lambda_slider()
+    auto_control(choice)
+
+
 def auto_curve(choice) -> None:
     """What the rule read as α varied, below the charts (one line when collapsed)."""
     from core.plots.forget import alpha_rule_figure
@@ -358,6 +368,19 @@ def metric_cards(base: EvalResult, new: EvalResult, dampened_fraction: float, da
         sets = ""
     st.caption(DEFINITIONS.get(target_kind, DEFINITIONS["class"])
                + f"**MIA**: % of the forget images the entropy attack calls members · {reference}{about}{sets}.")
+
+
+def prepared_or_stop(selection: state.Selection):
+    """(the prepared experiment, its key) for a page; a user's mistake is shown and the page stops."""
+    from core.errors import UserError
+    from ui import compute
+
+    try:
+        prep = compute.prepared(selection)
+    except UserError as exc:
+        show_user_error(exc)
+        st.stop()
+    return prep, compute.experiment_key(prep)
 
 
 def show_user_error(exc: Exception, suffix: str = "") -> None:

@@ -26,14 +26,8 @@ def _number(value, digits: int = 2) -> str:
 @st.fragment
 def live(prep, key, retrained_model, retrain) -> None:
     choice = compute.apply_alpha_rule(prep)
-    sel = state.current()
-    a_col, l_col = st.columns([3, 2])
-    with a_col:
-        widgets.alpha_slider(prep.alpha_ceiling, prep.ceiling_note)
-    with l_col:
-        widgets.lambda_slider()
-    widgets.auto_control(choice)
-    sel = state.current()
+    widgets.alpha_lambda_controls(prep, choice)
+    sel = state.current()  # as the sliders now show
     try:
         outcome = compute.outcome(prep, sel.alpha, sel.lambda_)
     except UserError as exc:
@@ -75,12 +69,7 @@ def live(prep, key, retrained_model, retrain) -> None:
 
 
 sel = state.current()
-try:
-    prep = compute.prepared(sel)
-except UserError as exc:
-    widgets.show_user_error(exc)
-    st.stop()
-key = compute.experiment_key(prep)
+prep, key = widgets.prepared_or_stop(sel)
 st.subheader(f"Is it really forgotten? — {prep.split.description}, {sel.method.upper()}, {prep.config.model} on "
              f"{sel.dataset}")
 retrained_model = retrain = None

@@ -57,12 +57,7 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
 
     left, right = st.columns([3, 2])
     with left:
-        alpha_col, lambda_col = st.columns([3, 2])
-        with alpha_col:
-            widgets.alpha_slider(prep.alpha_ceiling, prep.ceiling_note)
-        with lambda_col:
-            widgets.lambda_slider()
-        widgets.auto_control(choice)
+        widgets.alpha_lambda_controls(prep, choice)
         hist = compute.histogram(prep, compute.experiment_key(prep))
         st.markdown("**Which elements α selects** — right of the dashed line are dampened")
         st.plotly_chart(ratio_histogram_figure(hist, sel.alpha, prep.alpha_ceiling, sel.alpha_rule), width="stretch",
@@ -106,12 +101,7 @@ def live(prep: Prepared, retrain: EvalResult | None) -> None:
 
 
 sel = state.current()
-try:
-    prep = compute.prepared(sel)
-except UserError as exc:
-    widgets.show_user_error(exc)
-    st.stop()
-key = compute.experiment_key(prep)
+prep, key = widgets.prepared_or_stop(sel)
 retrain = compute.retrained_if_ready(prep, key) if prep.split.labelled else None
 train_reference_after = prep.split.labelled and retrain is None  # results first, the reference after them
 
