@@ -7,6 +7,13 @@ writer removes once it is stale). Each file carries a SHA-256 of its tensors in 
 that does not parse, or whose content does not match, is deleted and treated as a miss, so the
 caller recomputes. A cache folder that cannot be written (read-only, full, not a folder) degrades
 to memory for this process, with a warning the caller shows.
+
+A miss (no file, or a damaged one discarded) is served from the shipped assets when they hold the
+entry (``core.assets``): the asset's bytes must match the SHA-256 in ``assets/manifest.json`` and
+its own header checksum, or it is not used (with a warning) and the caller recomputes.
+
+The bytes written are the same for the same tensors and metadata (the header's metadata in sorted
+key order), so an entry rebuilt elsewhere can be compared byte for byte.
 """
 from __future__ import annotations
 
@@ -94,10 +101,26 @@ def write_atomic(path: str | Path, data: bytes, on_write: WriteProgress | None =
 
 
 def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """The safetensors bytes of CPU copies of ``tensors``."""
+    """The safetensors bytes of CPU copies of ``tensors``: the same bytes for the same input."""
     from safetensors.torch import save
 
-    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    return _canonical_metadata(data) if metadata else data
+
+
+def _canonical_metadata(data: bytes) -> bytes:
+    """``data`` with its header's metadata in sorted key order. safetensors writes the metadata in
+    the order of a hash map seeded anew in each process, so the same tensors would otherwise give
+    different bytes from run to run. Only the header changes (re-padded with spaces to 8 bytes, as
+    safetensors pads it); tensor offsets count from the end of the header and stay valid."""
+    import json
+
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    header = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
@@ -120,12 +143,15 @@ class TensorCache:
     """``get``/``put`` dicts of CPU tensors under ``<root>/<namespace>/<key>.safetensors``.
 
     ``warnings`` collects what the user should see (entries discarded as damaged, a folder that
-    could not be written); ``on_write`` reports the progress of each file written.
+    could not be written, a shipped asset refused); ``on_write`` reports the progress of each file
+    written. ``assets=False``: a miss is never served from the shipped assets (``core.assets``;
+    ``LFSSD_ASSETS=0`` turns them off for every cache).
     """
 
-    def __init__(self, root: str | Path | None = None, on_write: WriteProgress | None = None):
+    def __init__(self, root: str | Path | None = None, on_write: WriteProgress | None = None, assets: bool = True):
         self.root = Path(root) if root is not None else cache_root()
         self.on_write = on_write
+        self.assets = assets
         self.warnings: list[str] = []
         self._memory: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 
@@ -137,11 +163,51 @@ class TensorCache:
             return dict(self._memory[(namespace, key)])
         path = self.path(namespace, key)
         if not path.is_file():
-            return None
+            return self._from_assets(namespace, key, path)
         tensors = _read_verified(path)
         if tensors is None:
             self._warn(f"discarded a corrupt cache entry ({namespace}/{path.name}); recomputing it")
             _remove_quietly(path)
+            return self._from_assets(namespace, key, path)
+        return tensors
+
+    def has(self, namespace: str, key: str) -> bool:
+        """Whether ``get`` finds the entry without computing it: a file in this cache, or a shipped
+        asset (not read here: a damaged one is found out, and refused, by ``get``)."""
+        if (namespace, key) in self._memory or self.path(namespace, key).is_file():
+            return True
+        if not self.assets:
+            return False
+        from core.assets import listed
+
+        return listed(namespace, key)
+
+    def _from_assets(self, namespace: str, key: str, path: Path) -> dict[str, torch.Tensor] | None:
+        """The shipped asset standing for this entry, checked twice (the manifest's SHA-256 of the
+        file, then the header's own checksum) and copied into the cache; None when there is none
+        or it is refused (with a warning naming the file)."""
+        if not self.assets:
+            return None
+        from core.assets import seed_bytes
+
+        data, warning = seed_bytes(namespace, key)
+        if warning:
+            self._warn(warning)
+        if data is None:
+            return None
+        tensors = _verified(data)
+        if tensors is None:
+            self._warn(f"the asset for {namespace}/{path.name} matches its SHA-256 in the manifest but not its own "
+                       "header checksum: not used; recomputing")
+            return None
+        try:
+            _remove_stale_temporaries(path.parent)
+            write_atomic(path, data, self.on_write)
+        except OSError as exc:
+            self._memory[(namespace, key)] = tensors  # freshly loaded: nobody else holds them
+            self._warn(f"cannot write to the cache folder {self.root} ({exc.strerror or exc}); "
+                       "keeping results in memory for this run only")
+            return dict(tensors)
         return tensors
 
     def put(self, namespace: str, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -169,10 +235,18 @@ def _read_verified(path: Path) -> dict[str, torch.Tensor] | None:
     change (or crash the process with SIGBUS) if the file were later rewritten or truncated in
     place, after the checksum was verified.
     """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return _verified(data)
+
+
+def _verified(data: bytes) -> dict[str, torch.Tensor] | None:
+    """The tensors in safetensors ``data`` if it parses and matches the SHA-256 in its header, else None."""
     from safetensors.torch import load
 
     try:
-        data = path.read_bytes()
         metadata = read_header(data).get("__metadata__") or {}
         expected = metadata.get("sha256")
         if not expected or metadata.get("format") != FORMAT_VERSION:

@@ -1,7 +1,7 @@
 """How fast is the app? Three measurements, one run.
 
 0. Cold start: a real ``streamlit run`` server on an empty cache folder, Debian's Chromium opens
-   it, seconds until the default view is populated (the D_f card shown; the model trains first).
+   its Forget page, seconds until the default view is populated (the D_f card shown; the model trains first).
 1. Server time: AppTest reruns of the whole app after setting α (importances cached).
 2. Browser time: from an ArrowRight key press on the α slider (one step of its log scale) to the
    moment the "parameters dampened" card shows a new element count, against a real server.
@@ -50,33 +50,20 @@ def _free_port() -> int:
 
 
 def cold_start_seconds() -> float:
-    """Server start on an empty cache → the populated default view in the browser."""
+    """Server start on an empty cache → the populated default view (the Forget page) in the browser."""
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    sys.path.insert(0, str(ROOT))
+    from scripts.startup_ratio import launch, time_to_populated
+
     env = dict(os.environ, LFSSD_CACHE_DIR=tempfile.mkdtemp(prefix="lfssd-cold-"), HF_HUB_OFFLINE="1")
-    started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                               "--server.port", str(port), "--server.address", "127.0.0.1"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            while True:
-                try:
-                    page.goto(f"http://127.0.0.1:{port}/", timeout=5_000)
-                    break
-                except Exception:
-                    time.sleep(0.2)
-            page.locator('[data-testid="stMetric"]', has_text="D_f accuracy").wait_for(timeout=300_000)
-            seconds = time.perf_counter() - started
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            return time_to_populated(browser, ROOT / "app.py", lambda page: page.locator(
+                '[data-testid="stMetric"]', has_text="D_f accuracy").wait_for(timeout=300_000), env, "forget")
+        finally:
             browser.close()
-        return seconds
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def browser_times(moves: int) -> list[float]:

@@ -21,6 +21,10 @@ from pathlib import Path
 
 import pytest
 
+# The shipped assets (core.assets) stay off: tests rely on cold training and computing in places,
+# and the app servers and CLI runs they start inherit this. tests/test_assets.py turns them on.
+os.environ.setdefault("LFSSD_ASSETS", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_CHROMIUM = "apt-get install -y chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -234,13 +234,6 @@ def test_uploaded_pngs_are_forgotten_without_labels_and_bad_files_are_skipped(ap
     assert expected.per_class_test[3] < 50 < min(expected.per_class_test[c] for c in range(10) if c != 3)
 
 
-def test_overview_page_explains_and_shows_live_result(app):
-    app.switch_page("views/overview.py").run()
-    assert not app.exception
-    assert len(app.latex) == 2
-    assert percent(metric(app, "D_f accuracy")) <= 10.0
-
-
 def test_cifar20_files_in_the_data_folder_offer_sub_class_targets(tmp_path, cache_dir, monkeypatch, one_torch_thread):
     from tests.cifar_files import write_cifar100
 
@@ -264,8 +257,8 @@ def test_cifar20_files_in_the_data_folder_offer_sub_class_targets(tmp_path, cach
     assert not at.exception and not at.error
 
 
-@pytest.mark.parametrize("page", ["views/forget.py", "views/overview.py", "views/sensitivity.py",
-                                  "views/importance.py", "views/model_data.py"])
+@pytest.mark.parametrize("page", ["views/forget.py", "views/sensitivity.py", "views/importance.py",
+                                  "views/model_data.py"])  # the lesson: tests/test_lesson.py
 def test_inputs_at_their_limits_give_messages_not_tracebacks(app, page):
     """SSD on unlabelled images, the largest random target, λ = 0, α at both ends: each page copes."""
     app.switch_page(page).run()

@@ -270,7 +270,7 @@ def test_uploading_a_png_forgets_it_without_labels(browser_page, streamlit_serve
 
 
 PAGES = {  # URL path → a heading each page shows once it has rendered
-    "": "LFSSD Explorer",  # the Overview is the default: it lives at the root
+    "": "The model, and the digit to forget",  # the lesson (the Overview) is the default: it lives at the root
     "model_data": "Data set:",
     "forget": "Forgetting",
     "sensitivity": "Sensitivity to α and λ",
@@ -289,6 +289,6 @@ def test_every_page_opens_without_an_error(browser_page, streamlit_server, scree
     assert not _page_problems(page), _page_problems(page)
     assert page.get_by_text("Page not found").count() == 0
     assert page.get_by_test_id("stAlert").filter(has_text=re.compile("rror")).count() == 0
-    assert page.locator(".js-plotly-plot, .katex").count() > 0  # charts, or the equations
+    assert page.locator(".js-plotly-plot, .katex, svg[role=img]").count() > 0  # charts (the lesson's first: SVG), or equations
     page.screenshot(path=str(screenshot_dir / f"page_{path or 'overview'}.png"))
     full_screenshot(page, screenshot_dir / f"page_{path or 'overview'}_full.png")

@@ -26,7 +26,7 @@ def test_auto_sets_the_sliders_and_the_url_and_a_copied_link_keeps_it(browser_pa
     main = page.get_by_test_id("stMain").inner_text()
     assert f"Auto: α = {expected.alpha:.3g}" in main and f"α = {expected.alpha:g} (auto)" in main
     assert not _page_problems(page), _page_problems(page)
-    link = page.url
+    link = page.evaluate("location.href")
     context = app_context(chromium)
     try:
         other = context.new_page()

@@ -16,7 +16,10 @@ LAMBDA_NAME = re.compile("^λ")
 
 
 def url_params(page) -> dict:
-    return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+    """The address bar's parameters. ``location.href``, not Playwright's ``page.url``: Streamlit
+    writes the URL with ``history.replaceState``, which ``page.url`` only notices at the next event
+    (it lagged one run behind)."""
+    return {k: v[0] for k, v in parse_qs(urlparse(page.evaluate("location.href")).query).items()}
 
 
 def sliders(page) -> tuple[float, float | None]:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 
 STATE = {"dataset": "digits", "model": "small_cnn", "target": "class:5", "alpha": "2.5", "lambda": "0.8",
          "method": "ssd", "mode": "batch"}
-HEADINGS = {"": "LFSSD Explorer", "forget": "Forgetting", "sensitivity": "Sensitivity to α and λ",
+HEADINGS = {"": "The model, and the digit to forget", "forget": "Forgetting", "sensitivity": "Sensitivity to α and λ",
             "importance": "Importance maps", "compare": "Compare methods", "model_data": "Data set:"}
 
 
@@ -25,10 +25,11 @@ def open_settled(page, url: str) -> dict:
     return page.evaluate(_SNAPSHOT)
 
 
-def test_the_root_url_opens_the_overview(browser_page, streamlit_server):
+def test_the_root_url_opens_the_lesson(browser_page, streamlit_server):
     snap = open_settled(browser_page, streamlit_server.url)
-    assert browser_page.get_by_role("heading", name="LFSSD Explorer").count() == 1
-    assert "Live: forgetting class 3" in snap["main"] and not snap["notFound"]
+    assert browser_page.get_by_role("heading", name="The model, and the digit to forget").count() == 1
+    assert "Step 1 of 8" in snap["main"] and "forget the 3s" in snap["main"] and not snap["notFound"]
+    assert url_params(browser_page)["step"] == "1"
     assert not _page_problems(browser_page), _page_problems(browser_page)
 
 
@@ -44,14 +45,15 @@ def test_a_url_copied_on_any_page_reopens_that_page_and_state(chromium, streamli
             snap = open_settled(page, f"{streamlit_server.url.rstrip('/')}/{path}?{query}")
             assert not snap["notFound"], path
             assert page.get_by_role("heading", name=re.compile("^" + re.escape(HEADINGS[path]))).count() >= 1
-            assert url_params(page) == STATE and page.url.split("?")[0].rstrip("/").endswith(path)
+            lesson = {"step": "1"} if path == "" else {}  # the lesson adds its step to the state
+            assert url_params(page) == {**STATE, **lesson} and page.url.split("?")[0].rstrip("/").endswith(path)
             if path in ("forget", "sensitivity", "importance"):
                 assert snap["sliders"]["alpha"].split()[0] == "2.5"
             if path in ("forget", "sensitivity"):
                 assert float(snap["sliders"]["lambda"]) == 0.8
-            assert "class 5" in snap["main"] or path in ("model_data",)
+            assert ("forget the 5s" if path == "" else "class 5") in snap["main"] or path in ("model_data",)
             assert not [a for a in snap["alerts"] if a["kind"] in ("error", "warning")], snap["alerts"]
-            query = page.url.split("?", 1)[1]
+            query = page.evaluate("location.href").split("?", 1)[1]
         finally:
             context.close()
 

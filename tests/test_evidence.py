@@ -90,6 +90,24 @@ def test_relearning_is_faster_for_a_model_only_dampened(prepared, cache):
     assert result["ratio"] == pytest.approx(retrained.gain / dampened.gain) and result["ratio"] < 1
 
 
+def test_a_model_that_never_forgot_gets_no_relearning_ratio(prepared, cache):
+    """The untouched baseline gains ~nothing when fine-tuned on D_f (it still knows it): R = 1 would
+    read as success, so there is no R, and the reason says why."""
+    from core.compare.evidence import AgainstRetrained
+    from core.evaluation.evidence import relearn_no_signal, relearn_ratio
+
+    against = AgainstRetrained(prepared, retrained_model(prepared, cache))
+    baseline = against.curve(prepared.model)
+    assert baseline.accuracy[0] > 90 and relearn_ratio(baseline, against.reference_curve) is None
+    assert relearn_no_signal(baseline, against.reference_curve).startswith("D_f is not forgotten")
+    epsilon, ratio = against.measure(prepared.model)
+    assert epsilon == 50 and ratio is None  # the original is told apart from the retrained model perfectly
+    dampened = forget(prepared, 3.5, 1.0).model
+    epsilon, ratio = against.measure(dampened)  # what Compare shows for LFSSD: the Evidence page's numbers
+    live = relearning_evidence(prepared, 3.5, 1.0, cache)
+    assert ratio == pytest.approx(live["ratio"]) and 0 < epsilon < 50
+
+
 def test_the_cli_prints_the_views_numbers(prepared, cache):
     from core.cli.main import main
 

@@ -20,7 +20,7 @@ CORE = Path(__file__).resolve().parents[1] / "core"
 
 # Lower layers first; a module may import its own package and any layer before its own.
 LAYERS = (
-    ("core.errors", "core.registry", "core.cache"),
+    ("core.errors", "core.registry", "core.cache", "core.assets"),  # core.assets: the shipped cache entries
     ("core.fast",),  # thread set-up, per-sample gradients, packed convolutions, model stages, torchrun
     ("core.data",),
     ("core.models", "core.method"),  # architectures and recipes; the paper's importance and dampening

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 METHODS_RUN = ["baseline", "finetune", "ssd", "lfssd"]  # cheap ones (retrain trains a model per run)
 SCORES = ("d_r", "d_f", "test", "mia")
+EVIDENCE = ("epsilon", "relearn_r")  # against the retrained reference, per run
 
 
 def cli_compare(cache_dir, methods, repeats: int = 2, *extra: str) -> dict:
@@ -44,7 +45,7 @@ def expected_cells(cli: dict) -> dict[str, dict[str, str]]:
         spread = METHODS.get(row["method"]).stochastic and row["runs"] > 1
         cells[cp.short_label(row["method"])] = {
             label: cp.mean_std(_nan(row[f"{stat}_mean"]), _nan(row[f"{stat}_std"]), spread)
-            for stat, label in cp.SCORE_ROWS.items()}
+            for stat, label in {**cp.SCORE_ROWS, **cp.EVIDENCE_ROWS}.items()}
     return cells
 
 
@@ -102,7 +103,8 @@ def test_table_equals_the_cli_for_the_same_seeds(page, cli):
     at = run_comparison(page, ["lfssd", "ssd", "baseline", "finetune"])  # any click order: the paper's column order
     table = at.table[0].value
     assert list(table.columns) == ["Baseline", "Finetune", "SSD", "LFSSD"]
-    assert list(table.index) == [*cp.SCORE_ROWS.values(), *cp.DISTANCE_ROWS.values(), *cp.TIME_ROWS.values(), "needs"]
+    assert list(table.index) == [*cp.SCORE_ROWS.values(), *cp.EVIDENCE_ROWS.values(), *cp.DISTANCE_ROWS.values(),
+                                 *cp.TIME_ROWS.values(), "needs"]
     for column, rows in expected_cells(cli).items():
         for row, text in rows.items():
             assert table.loc[row, column] == text, (row, column)
@@ -110,12 +112,16 @@ def test_table_equals_the_cli_for_the_same_seeds(page, cli):
     assert table.loc["needs", "LFSSD"] == "I_D" and table.loc["needs", "SSD"] == "labels, I_D"
     assert table.loc["needs", "Finetune"] == "labels, D_r, training" and table.loc["needs", "Baseline"] == "nothing"
     assert (table.loc["|D_f − D_f(retrain)|"] == "—").all()  # no retrain in this run
-
+    # the field's attacks, against the retrained reference: the untouched model is told apart from it
+    # perfectly and never forgot (no R, with the reason in the legend); LFSSD forgot, less separable
+    assert table.loc["ε vs retrained (one pair)", "Baseline"] == "50.00"
+    assert table.loc["relearning R", "Baseline"] == "—" and table.loc["relearning R", "LFSSD"] != "—"
+    assert float(table.loc["ε vs retrained (one pair)", "LFSSD"]) < 50
     # every number, not just the two decimals shown: equal to the CLI's
     shown = frame(at, "d_r_mean").set_index("method")
     assert list(shown.index) == ["baseline", "finetune", "ssd", "lfssd"]
     for row in cli["summary"]:
-        for stat in SCORES + ("retain_train", "forget_train"):
+        for stat in SCORES + EVIDENCE + ("retain_train", "forget_train"):
             for part in ("mean", "std"):
                 assert shown.loc[row["method"], f"{stat}_{part}"] == pytest.approx(_nan(row[f"{stat}_{part}"]),
                                                                                  abs=1e-9, nan_ok=True)
@@ -123,7 +129,7 @@ def test_table_equals_the_cli_for_the_same_seeds(page, cli):
     cli_runs = pd.DataFrame(cli["runs"])
     assert len(runs) == len(cli_runs) == 8 and runs["seed"].tolist() == [0, 1] * 4
     merged = runs.merge(cli_runs, on=["method", "seed"], suffixes=("", "_cli"))
-    for stat in SCORES:
+    for stat in SCORES + EVIDENCE:
         assert np.allclose(merged[stat].astype(float), merged[f"{stat}_cli"].astype(float), atol=1e-9, equal_nan=True)
 
     # the explanations sit beside the table: what each column (method) is, what each row means, which attack
@@ -137,6 +143,27 @@ def test_table_equals_the_cli_for_the_same_seeds(page, cli):
     assert len(at.get("plotly_chart")) == 2
     assert [b.proto.label for b in at.get("download_button")] == ["Download every run (CSV)",
                                                                   "Download the comparison (JSON)"]
+
+
+def test_the_challenge_score_for_every_method_runs_on_a_button_and_equals_the_cli(page, cache_dir):
+    at = run_comparison(page, ["baseline", "finetune", "lfssd"], 1)
+    assert "challenge F (N models)" not in at.table[0].value.index  # nothing scored before the button
+    at.number_input(key="cmp_models").set_value(3).run()
+    at.button(key="cmp_score").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    table = at.table[0].value
+    cli = cli_compare(cache_dir, ["baseline", "finetune", "lfssd"], 1, "--models", "3")
+    for method, score in cli["forget_scores"].items():
+        assert score["models"] == 3
+        column = cp.short_label(method)
+        assert table.loc["challenge F (N models)", column] == f"{score['forget_score']:.3f}"
+        assert table.loc["challenge final score", column] == f"{score['final_score']:.3f}"
+    assert table.loc["challenge F (N models)", "Baseline"] == "0.000"  # the untouched originals: always told apart
+    assert any("N = 3" in c.value for c in at.caption)
+    assert any(c.value == "Computed now: Baseline, Finetune, LFSSD" for c in at.caption)
+    at.button(key="cmp_score").click().run()  # the second press: every method from the cache, same table
+    assert at.table[0].value.equals(table)
+    assert any(c.value == "Every method served from the cache" for c in at.caption)
 
 
 def test_results_stay_for_their_settings_and_nothing_runs_without_run(page):

@@ -33,10 +33,10 @@ RERUN_TIMEOUT_MS = 120_000
 QUIET_MS = 400  # no new rerun for this long: the page has settled (a page may rerun itself once)
 
 # URL path → sidebar label
-PAGES = {"overview": "Overview", "model_data": "Model & data", "forget": "Forget", "sensitivity": "Sensitivity",
+PAGES = {"overview": "Lesson", "model_data": "Model & data", "forget": "Forget", "sensitivity": "Sensitivity",
          "importance": "Importance maps", "compare": "Compare methods"}
 SLIDERS_ON = {"forget": ("alpha", "lambda"), "sensitivity": ("alpha", "lambda"), "importance": ("alpha",)}
-CARDS_ON = ("forget", "overview")
+CARDS_ON = ("forget",)  # the Overview is the lesson: its steps have their own test (tests/test_browser_lesson.py)
 KIND_LABELS = {"class": "a whole class", "random": "random training images", "images": "images, without labels"}
 SOURCE_LABELS = {"test": "test images of one class (labels hidden)", "upload": "images I upload"}
 DEFAULT_ALPHA = {"lfssd": 3.5, "ssd": 10.0}  # on digits: LFSSD's 3.5, the SSD paper's 10
@@ -312,6 +312,8 @@ class Walk:
         if self.state.page != "overview":
             return None
         links = self.page.get_by_test_id("stPageLink")
+        if not links.count():  # the lesson's links are on its last step
+            return None
         index = self.rng.randrange(links.count())
         target = links.nth(index)
         href = target.locator("a").get_attribute("href") or ""
@@ -426,7 +428,7 @@ class Walk:
         return f"forward → {self.state.page}"
 
     def _path(self) -> str:
-        return urlparse(self.page.url).path.strip("/") or "overview"
+        return urlparse(self.page.evaluate("location.href")).path.strip("/") or "overview"
 
     def reload(self) -> str:
         self._load(lambda: self.page.reload())
@@ -434,7 +436,7 @@ class Walk:
         return "reload"
 
     def copy_url(self) -> str:
-        self._new_page(self.page.url)  # a new context: a new session, as a student opening the link
+        self._new_page(self.page.evaluate("location.href"))  # a new context: a new session, as a student opening the link
         self._new_session()
         return "open the copied URL"
 
@@ -484,9 +486,15 @@ class Walk:
         bad = s.bad_input()
         if errors and bad is None:
             problems.append(f"an error without bad input: {errors}")
-        if bad and not errors and s.page != "compare":  # Compare runs its own methods, not the sidebar's
+        # Compare runs its own methods, not the sidebar's; the lesson's first step is about a class and
+        # says so (with a button) for any other target
+        lesson_notice = s.page == "overview" and s.kind != "class"
+        if bad and not errors and s.page != "compare" and not lesson_notice:
             problems.append(f"bad input ({bad}) but no error shown")
-        if s.waiting_for_upload() and not any("Upload one or more images" in a["text"] for a in snap["alerts"]):
+        if lesson_notice and not any("This step is about one digit" in a["text"] for a in snap["alerts"]):
+            problems.append("the lesson shows no notice for a target that is not a class")
+        if s.waiting_for_upload() and not lesson_notice and not any(
+                "Upload one or more images" in a["text"] for a in snap["alerts"]):
             problems.append("an empty uploader, but no prompt to upload")
         replaced = [a["text"] for a in snap["alerts"] if a["kind"] == "warning" and "; using " in a["text"]]
         if replaced:  # the walk only opens URLs the app wrote: nothing in them may be replaced
@@ -513,7 +521,6 @@ class Walk:
     def _captions(self, main: str) -> list[str]:
         s = self.state
         patterns = {"forget": [(r"At α = (\S+?):", s.alpha)],
-                    "overview": [(r"Live: forgetting .*? at α = (\S+?), λ = (\S+)", (s.alpha, s.lambda_))],
                     "sensitivity": [(r"α sweep at λ = (\S+)", s.lambda_), (r"λ sweep at α = (\S+)", s.alpha)],
                     "importance": [(r"when I_Df > α·I_D \(α = (\S+?)\)", s.alpha)]}.get(s.page, [])
         problems = []

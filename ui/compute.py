@@ -18,7 +18,7 @@ from core.data.dataset import Dataset
 from core.errors import UserError
 from core.data.images import decode_images
 from core.models.registry import save_checkpoint, weights_hash
-from ui.state import BASELINE_UPLOAD as UPLOAD_BASELINE, UPLOAD_TARGET, Selection, uploaded_files
+from ui.state import BASELINE_UPLOAD as UPLOAD_BASELINE, EXAMPLES_TARGET, UPLOAD_TARGET, Selection, uploaded_files
 from core.method.dampening import RatioHistogram, ratio_histogram
 from core.evaluation.accuracy import EvalResult
 from core.experiment import (ExperimentConfig, ForgetOutcome, Prepared, baseline_for, forget, prepare,
@@ -39,17 +39,60 @@ def prepared(selection: Selection, method: str | None = None, mode: str | None =
     method, mode, checkpoint = method or selection.method, mode or selection.mode, selection.checkpoint
     recipe = selection.recipe
     training_gate(selection)
-    if target != UPLOAD_TARGET:
+    if target not in (UPLOAD_TARGET, EXAMPLES_TARGET):
         prep, warnings = _prepared(dataset_name, model, target, method, mode, checkpoint, recipe, None, None, (),
                                    str(cache_root()))
     else:
-        images, names = uploaded_images(dataset(dataset_name))
+        images, names = (uploaded_images if target == UPLOAD_TARGET else example_images)(dataset(dataset_name))
         digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
         prep, warnings = _prepared(dataset_name, model, f"images:{digest}", method, mode, checkpoint, recipe, digest,
                                    images, tuple(names), str(cache_root()))
     for message in warnings:  # e.g. an unwritable cache folder, a damaged entry recomputed
         st.warning(f"cache: {message}")
     return prep
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _first_look(dataset_name: str, model: str, target: str, recipe: str, checkpoint: str | None, cache_dir: str):
+    from core.experiment import first_look as look
+
+    bar = st.progress(0.0, text="loading the model…")
+    try:
+        config = ExperimentConfig(dataset=dataset_name, model=model, forget=target, checkpoint=checkpoint, recipe=recipe)
+        return look(config, TensorCache(cache_dir), progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+    finally:
+        bar.empty()
+
+
+def first_look(selection: Selection):
+    """The baseline's accuracies and the forget split, without importances or the attack (the
+    lesson's first step: fast on a cold start)."""
+    training_gate(selection)
+    return _first_look(selection.dataset, selection.model, selection.target, selection.recipe, selection.checkpoint,
+                       str(cache_root()))
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> None:
+    """Once per server process, in the background: import what the steps after the first need
+    (scikit-learn for the attack, plotly's figure machinery), so Next is quick."""
+    import threading
+
+    def work() -> None:
+        import os
+        import time
+
+        try:  # the lowest priority (Linux: per thread), after a pause: the browser is drawing the first step
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
+        time.sleep(1.0)
+        import plotly.graph_objects as go
+        import sklearn.linear_model  # noqa: F401
+
+        go.Figure(go.Bar(x=[0], y=[0])).to_json()
+
+    threading.Thread(target=work, name="lfssd-warm-up", daemon=True).start()
 
 
 HEAVY_SECONDS = 20  # a model that takes longer than this to train waits for the user's go-ahead
@@ -163,6 +206,35 @@ def uploaded_images(data: Dataset) -> tuple[torch.Tensor, list[str]]:
     return images, names
 
 
+EXAMPLES_FOR = ("digits",)  # MNIST 3s: in no training set of these (mnist5k's holds MNIST images itself)
+
+
+def examples_folder() -> Path:
+    """assets/examples/threes (``$LFSSD_ASSETS_DIR`` stands for assets/ when set)."""
+    from core.assets import assets_dir
+
+    return assets_dir() / "examples" / "threes"
+
+
+def example_files() -> tuple:
+    """((name, bytes), …) of the example images shipped in assets/examples/threes."""
+    folder = examples_folder()
+    return tuple((path.name, path.read_bytes()) for path in sorted(folder.glob("*.png")))
+
+
+def example_images(data: Dataset) -> tuple[torch.Tensor, list[str]]:
+    """The shipped example 3s, prepared like an upload (so they look like the set's own digits)."""
+    if data.name not in EXAMPLES_FOR:
+        raise UserError(f"the example images are MNIST 3s, offered on {', '.join(EXAMPLES_FOR)} only: on {data.name} "
+                        "they could be training images")
+    files = example_files()
+    if not files:
+        raise UserError("no example images: assets/examples/threes is empty or missing (python -m core assets "
+                        "--rebuild makes them)")
+    images, names, skipped, _ = _decoded(files, data, _digest(files, data))
+    return images, names
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _decoded(_files: tuple, _data: Dataset, key: str):
     """Keyed by ``key``, the digest of the files and the data set (the arguments themselves are not hashed)."""
@@ -183,6 +255,18 @@ def _digest(files: tuple, data: Dataset) -> str:
     for name, payload in files:
         h.update(name.encode() + b"\0" + hashlib.sha256(payload).digest())
     return h.hexdigest()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def sweep_table(_prep, key: tuple, alphas: tuple, lambdas: tuple):
+    """One sweep, cached by the selection key and the grid; the bar follows its progress."""
+    from core.experiment import sweep
+
+    bar = st.progress(0.0, text=f"sweeping {len(alphas) * len(lambdas)} (α, λ) points…")
+    try:
+        return sweep(_prep, alphas, lambdas, progress=lambda f, message: bar.progress(min(f, 1.0), text=message))
+    finally:
+        bar.empty()
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -306,31 +390,34 @@ def retrained_model_for(_prepared: Prepared, key: tuple):
     return retrained_model(_prepared)
 
 
-_SCORES: dict[tuple, tuple] = {}  # (experiment key, method, α, λ, N) -> (ScoreOverModels, seconds it took)
+_SCORES: dict[tuple, tuple] = {}  # (experiment key, method, α, λ, N, params) -> ScoreOverModels
 
 
-def score_over_models(prep: Prepared, key: tuple, method: str, alpha: float, lambda_: float, models: int):
+def score_over_models(prep: Prepared, key: tuple, method: str, alpha: float, lambda_: float, models: int,
+                      params: tuple = ()):
     """The challenge's score over N models, with a progress bar; (result, from_cache). A rerun (any
     click, "Cancel" included) stops it between two models; every model trained so far stays cached
-    on disk, so the next press starts where this one stopped."""
+    on disk, so the next press starts where this one stopped. ``params``: the method's own
+    parameters, as (name, value) pairs."""
     from core.compare.evidence import forget_score_over_models
 
-    entry = (key, method, alpha, lambda_, models)
+    entry = (key, method, alpha, lambda_, models, params)
     if entry in _SCORES:
         return _SCORES[entry], True
-    bar = st.progress(0.0, text=f"training {models} originals and {models} retrained models…")
+    bar = st.progress(0.0, text=f"{method}: training {models} originals and {models} retrained models…")
     try:
         result = forget_score_over_models(prep.config, method, alpha, lambda_, models, TensorCache(cache_root()),
-                                          progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+                                          progress=lambda f, m: bar.progress(min(f, 1.0), text=m),
+                                          params=dict(params) or None)
     finally:
         bar.empty()
     _SCORES[entry] = result
     return result, False
 
 
-def stored_score(key: tuple, method: str, alpha: float, lambda_: float, models: int):
+def stored_score(key: tuple, method: str, alpha: float, lambda_: float, models: int, params: tuple = ()):
     """(result, True) when this server already scored these settings, else None (nothing computed)."""
-    entry = (key, method, alpha, lambda_, models)
+    entry = (key, method, alpha, lambda_, models, params)
     return (_SCORES[entry], True) if entry in _SCORES else None
 
 

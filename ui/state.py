@@ -26,8 +26,10 @@ W_RECIPE = "recipe_radio"
 ALPHA_RULE, W_AUTO = "_alpha_rule", "auto_toggle"  # the recipe radio's own key (it is not drawn for models whose recipes coincide)
 # A checkpoint the user uploaded and chose as the baseline: {"path", "name", "dataset", "model"}.
 BASELINE_UPLOAD = "baseline_upload"
-IMAGE_SOURCES = {"test": "test images of one class (labels hidden)", "upload": "images I upload"}
+IMAGE_SOURCES = {"test": "test images of one class (labels hidden)", "upload": "images I upload",
+                 "examples": "example 3s in other hands (shipped)"}
 UPLOAD_TARGET = "images:upload"
+EXAMPLES_TARGET = "images:examples"  # assets/examples/threes: MNIST 3s, never in the digits training set
 # The uploaded images, owned here as ((name, bytes), …): Streamlit drops a file uploader's files
 # whenever a run does not draw it (another target kind, another page), so the widget only edits this.
 UPLOADED = "_uploaded"
@@ -206,15 +208,15 @@ def current() -> Selection:
                      checkpoint, s[RECIPE], s.get(ALPHA_RULE))
 
 
-def write_to_url(selection: Selection) -> None:
+def write_to_url(selection: Selection, extra: dict | None = None) -> None:
     """The whole selection; the recipe only when it is not the default (links made before recipes
-    existed, which name none, mean the default)."""
+    existed, which name none, mean the default). ``extra``: a page's own parameters (the lesson's step)."""
     params = {DATASET: selection.dataset, MODEL: selection.model, TARGET: selection.target,
               ALPHA: selection.alpha_rule or f"{selection.alpha:g}", LAMBDA: f"{selection.lambda_:g}",
               METHOD: selection.method, MODE: selection.mode}
     if selection.recipe != DEFAULTS[RECIPE]:
         params[RECIPE] = selection.recipe
-    st.query_params.from_dict(params)
+    st.query_params.from_dict({**params, **(extra or {})})
 
 
 def suggested_alpha(dataset: str, target: str, method: str = "lfssd") -> float:
@@ -282,8 +284,8 @@ def picker_from_target(target: str, num_classes: int, num_subclasses: int = 0) -
         if not 0 <= seed <= SEED_MAX:
             raise ValueError(f"seed {seed} must be 0–{SEED_MAX}")
         return {T_KIND: "random", T_N: n, T_SEED: seed}
-    if kind == "images" and value.lower() == "upload":
-        return {T_KIND: "images", T_SOURCE: "upload"}
+    if kind == "images" and value.lower() in ("upload", "examples"):
+        return {T_KIND: "images", T_SOURCE: value.lower()}
     if kind == "images" and value.lower().startswith("test:"):
         cls = _whole(value[len("test:"):], "class")
         if not 0 <= cls < num_classes:
@@ -303,7 +305,9 @@ def target_from_values(values: dict) -> str:
         return f"subclass:{values[T_SUBCLASS]}"
     if values[T_KIND] == "random":
         return f"random:{values[T_N]}:{values[T_SEED]}"
-    return UPLOAD_TARGET if values[T_SOURCE] == "upload" else f"images:test:{values[T_IMAGE_CLASS]}"
+    if values[T_SOURCE] in ("upload", "examples"):
+        return f"images:{values[T_SOURCE]}"
+    return f"images:test:{values[T_IMAGE_CLASS]}"
 
 
 def picker_values(num_classes: int, num_subclasses: int = 0) -> dict:

@@ -21,8 +21,9 @@ ALPHA_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5
 LAMBDA_MAX = 5.0
 
 
-def sidebar() -> state.Selection:
-    """Draw the shared sidebar; returns the selection (also written to the URL)."""
+def sidebar(extra: dict | None = None) -> state.Selection:
+    """Draw the shared sidebar; returns the selection (also written to the URL, with the page's
+    own parameters ``extra``: a run stopped early by a newer one must not leave them out)."""
     state.begin_full_run()
     state.init_from_url()
     state.follow_method()
@@ -53,7 +54,17 @@ def sidebar() -> state.Selection:
         for message in state.url_warnings():
             st.warning(message)
     selection = state.current()
-    state.write_to_url(selection)
+    state.write_to_url(selection, extra)
+    return selection
+
+
+def selection_without_sidebar(extra: dict | None = None) -> state.Selection:
+    """What ``sidebar`` does for the selection, drawing nothing (presenter mode)."""
+    state.begin_full_run()
+    state.init_from_url()
+    state.follow_method()
+    selection = state.current()
+    state.write_to_url(selection, extra)
     return selection
 
 
@@ -211,6 +222,9 @@ def target_picker() -> None:
         if values[state.T_SOURCE] == "test":
             bound(st.selectbox, state.T_IMAGE_CLASS, "Test images of class", range(len(classes)),
                   format_func=lambda i: _class_label(i, classes))
+        elif values[state.T_SOURCE] == "examples":
+            st.caption("Handwritten 3s from MNIST, by writers other than the digits set's: never in its training "
+                       "set (assets/examples/PROVENANCE.md).")
         else:
             st.file_uploader("Images to forget (PNG, JPEG, GIF, BMP, WebP, TIFF)", accept_multiple_files=True,
                              type=["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"], key=state.UPLOADS,

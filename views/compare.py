@@ -8,12 +8,13 @@ controls come back, in any session.
 import streamlit as st
 
 from core.plots import compare as cp
-from core.compare.run import Comparison, available_methods, compare, torch_threads
+from core.compare.run import Comparison, available_methods, compare, torch_threads, with_forget_scores
 from core.errors import UserError
 from core.compare.methods import DEFAULT_COMPARISON
 from ui import compute, state, widgets
 
 METHODS_KEY, REPEATS, PAPER, RUN, DONE = "cmp_methods", "cmp_repeats", "cmp_paper", "cmp_run", "cmp_done"
+MODELS, SCORE = "cmp_models", "cmp_score"
 DAMPENING = ("ssd", "lfssd")  # their α and λ are the sidebar selection's
 
 
@@ -42,6 +43,49 @@ def controls_ui(offered: list[str]) -> tuple[list[str], int, bool, bool]:
     clicked = run.button("Run", type="primary", key=RUN, width="stretch")
     chosen = [m for m in offered if m in s[METHODS_KEY]]  # the paper's column order, whatever the click order
     return chosen, int(s[REPEATS]), bool(s.get(PAPER)), clicked
+
+
+def forget_scores_ui(prep, request: tuple, result: Comparison) -> Comparison:
+    """The unlearning challenge's F over N models for every method compared: on a button, with a
+    progress bar per method, cached per method and settings (the Evidence page shares the cache)."""
+    key, methods = request[0], list(result.summary["method"])
+    st.markdown("**The unlearning challenge's score, every method over N models** (NeurIPS 2023: N originals "
+                "trained with different seeds, each unlearned by the method, against N retrained models)")
+    if not prep.split.labelled:
+        st.info("Needs D_f's labels and retrained models: unlabelled images have neither.")
+        return result
+    n_col, button_col, cancel_col = st.columns([1, 2, 1], vertical_alignment="bottom")
+    models = int(n_col.number_input("N models", 3, 64, 32, key=MODELS,
+                                    help="32 as in the challenge; on the small CNN about 2–3 minutes for the first "
+                                         "method on 2 cores (it trains the originals and the retrained models every "
+                                         "method then shares), less for each further one; cached"))
+    settings = {m: tuple(sorted((k, v) for k, v in result.params.get(m, {}).items())) for m in methods}
+
+    def lookup(method: str, compute_now: bool):
+        own = dict(settings[method])
+        args = (prep, key, method, own.get("alpha", 1.0), own.get("lambda", 1.0), models,
+                () if method in DAMPENING else settings[method])
+        return compute.score_over_models(*args) if compute_now else compute.stored_score(*args[1:])
+
+    pressed = button_col.button(f"Score {len(methods)} method(s)", key=SCORE, type="primary")
+    if pressed:
+        cancel_col.button("Cancel", key="cmp_cancel", help="stops between two models; what was trained stays cached")
+        try:
+            fresh = [m for m in methods if not lookup(m, True)[1]]
+            st.caption(f"Computed now: {', '.join(cp.short_label(m) for m in fresh)}" if fresh
+                       else "Every method served from the cache")
+        except UserError as exc:
+            widgets.show_user_error(exc)
+    stored = {m: found[0] for m in methods if (found := lookup(m, False)) is not None}
+    if not stored:
+        st.caption("Not scored yet at these settings: the table's F rows appear once every method is.")
+        return result
+    if len(stored) < len(methods):
+        st.caption(f"Scored so far: {', '.join(cp.short_label(m) for m in stored)} — press again for the rest "
+                   "(what was trained is cached).")
+    st.caption(f"F and the final score (N = {models}) are in the table's last rows. The best any method can do at "
+               "this N is Retrain's F: a second set of retrained models against the first.")
+    return with_forget_scores(result, stored)
 
 
 def needs_ui(availability: dict) -> None:
@@ -87,12 +131,14 @@ if request not in done:
     st.stop()
 
 result = comparison(prep, *request)
-st.caption(cp.run_summary(result) + f" The attack is fitted on {prep.baseline.mia_sets}."
+st.caption(cp.run_summary(result) + f" The entropy attack is fitted on {prep.baseline.mia_sets}."
            + (" Retrain's seed 0 is the retrained reference the Forget and Overview cards show."
               if "retrain" in set(result.summary["method"]) else ""))
 if result.skipped:
     st.warning("Left out: " + "; ".join(result.skipped.values()))
-st.table(cp.paper_table(result.summary))
+table_slot = st.empty()  # filled after the score over N models, which may add two rows
+result = forget_scores_ui(prep, request, result)
+table_slot.table(cp.paper_table(result.summary))
 legend, rows = st.columns(2)
 legend.markdown("**The columns** (± : std over seeds, for the methods whose result depends on the seed)\n"
                 + "\n".join(f"- {line}" for line in cp.method_legend(result.summary["method"])))

@@ -1,24 +1,12 @@
 """Sensitivity: how D_r, D_f and the MIA move with α and λ, where the plateau lies, and paper Table 2."""
-import pandas as pd
 import streamlit as st
 
 from core.plots import sensitivity as sp
 from core.errors import UserError
 from core.evaluation.accuracy import needs_subset
-from core.experiment import sweep
 from ui import compute, state, widgets
 
 ALPHAS, LAMBDAS, HEAT_METRIC, TABLE2 = "sens_alphas", "sens_lambdas", "sens_heat_metric", "sens_table2"
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def sweep_table(_prep, key: tuple, alphas: tuple, lambdas: tuple) -> pd.DataFrame:
-    """One sweep, cached by the selection key and the grid; the bar follows its progress."""
-    bar = st.progress(0.0, text=f"sweeping {len(alphas) * len(lambdas)} (α, λ) points…")
-    try:
-        return sweep(_prep, alphas, lambdas, progress=lambda f, message: bar.progress(min(f, 1.0), text=message))
-    finally:
-        bar.empty()
 
 
 def table2_preset() -> None:  # a callback: runs before the λ slider is drawn
@@ -71,7 +59,7 @@ reset_col.button("Default grid", key="sens_reset", width="stretch",
 
 try:
     alphas = sp.parse_grid(st.session_state[ALPHAS], "α")
-    table = sweep_table(prep, key, alphas, (selection.lambda_,))
+    table = compute.sweep_table(prep, key, alphas, (selection.lambda_,))
 except UserError as exc:
     widgets.show_user_error(exc)
     table = None
@@ -109,7 +97,7 @@ with lam_col:
     st.text_input("λ grid (comma-separated)", key=LAMBDAS)
     try:
         lambdas = sp.parse_grid(st.session_state[LAMBDAS], "λ", allow_zero=True)
-        st.plotly_chart(sp.lambda_sweep_figure(sweep_table(prep, key, (selection.alpha,), lambdas), prep.baseline,
+        st.plotly_chart(sp.lambda_sweep_figure(compute.sweep_table(prep, key, (selection.alpha,), lambdas), prep.baseline,
                                                retrain), width="stretch", key="sens_lambda_fig")
     except UserError as exc:
         widgets.show_user_error(exc)
@@ -118,5 +106,5 @@ with heat_col:
     st.markdown(f"**α × λ heatmap** ({len(heat_alphas)} × {len(sp.HEATMAP_LAMBDAS)} runs)")
     options = [m for m in ("d_f", "d_r", "mia") if m != "d_f" or prep.split.labelled]
     metric = st.selectbox("Show", options, key=HEAT_METRIC, format_func=sp.METRICS.get)
-    heat = sweep_table(prep, key, heat_alphas, sp.HEATMAP_LAMBDAS)
+    heat = compute.sweep_table(prep, key, heat_alphas, sp.HEATMAP_LAMBDAS)
     st.plotly_chart(sp.heatmap_figure(heat, metric), width="stretch", key="sens_heatmap")

@@ -1,7 +1,8 @@
-"""Command line: ``python -m core train | forget | sweep | importance | compare | reproduce | alpha-study | bench``,
-each with ``--json``. ``importance`` also runs under ``torchrun`` (see ``core.fast.distributed``).
+"""Command line: ``python -m core train | forget | sweep | importance | compare | reproduce | alpha-study | bench
+| assets``, each with ``--json``. ``importance`` also runs under ``torchrun`` (see ``core.fast.distributed``).
 
-Every error a user can cause prints one line to stderr and exits with status 2.
+Every error a user can cause prints one line to stderr and exits with status 2; ``assets --check``
+exits with status 1 when the shipped assets differ from a rebuild or from their hashes.
 """
 from __future__ import annotations
 
@@ -121,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out methods that cannot run on the target (e.g. SSD on unlabelled images) "
                         "instead of failing")
     p.add_argument("--csv", default=None, help="also write the per-run table to this CSV file")
+    p.add_argument("--no-evidence", action="store_true",
+                   help="leave out the one-pair ε and relearning R against the retrained reference (they need it "
+                        "trained: seconds on the digit sets, long on CIFAR)")
+    p.add_argument("--models", type=int, default=0,
+                   help="also score every method with the unlearning challenge's F over this many originals (trained "
+                        "with seeds 0…N−1) and as many retrained models; ≥ 3, 32 in the challenge (default: off)")
+    p.add_argument("--workers", type=int, default=None, help="processes for --models (default: one per core, ≤ 4)")
     p = sub.add_parser("reproduce",
                        help="run one of the paper's tables (paper protocol) and print the paper's figures beside ours")
     p.add_argument("table", help=", ".join(n for n in PRESETS if PRESETS.get(n).not_runnable is None))
@@ -164,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core beyond the first)")
     p.add_argument("--opt-in", default="", help="also time speed-ups that change the numbers: bf16, compile (comma-separated)")
     p.add_argument("--cache-dir", default=None, help="cache folder (default $LFSSD_CACHE_DIR or ~/.cache/lfssd-explorer)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser("assets", help="the shipped assets (assets/: models, importances, example images): list them "
+                                      "with their hash check, --rebuild them, or --check a rebuild against them")
+    p.add_argument("--rebuild", action="store_true",
+                   help="rebuild every asset deterministically (fresh cache, CPU, one thread) into the assets folder "
+                        "and rewrite its manifest")
+    p.add_argument("--check", action="store_true",
+                   help="rebuild into a temporary folder and compare with the shipped files, and check every shipped "
+                        "file's hash (exit status 1 when anything differs)")
+    p.add_argument("--only", default=None, metavar="NAME",
+                   help="only the assets whose manifest path or step is NAME or starts with it, e.g. examples/")
+    p.add_argument("--into", default=None, metavar="DIR",
+                   help="with --rebuild: write there instead of the assets folder; with --check: keep the rebuilt "
+                        "files there")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -437,17 +459,12 @@ def _check_repeats(args) -> None:
         raise CliError(f"--repeats must be >= 1, got {args.repeats}")
 
 
-def _comparison_json(comparison) -> dict:
-    return {"protocol": comparison.protocol, "accuracy": comparison.accuracy, "seeds": list(comparison.seeds),
-            "reference": comparison.reference, "params": comparison.params,
-            "importance_seconds": comparison.importance_seconds, "skipped": comparison.skipped,
-            "runs": _records(comparison.runs), "summary": _records(comparison.summary)}
-
-
 def cmd_compare(args) -> dict:
-    from core.compare.run import check_params, compare, parse_methods, torch_threads, unlabelled_refusal
+    from core.compare.evidence import score_methods
+    from core.compare.run import check_params, compare, parse_methods, torch_threads, unlabelled_refusal, with_forget_scores
     from core.errors import UserError
-    from core.experiment import prepare
+    from core.experiment import prepare, retrained_model
+    from core.plots.compare import comparison_record
     from core.compare.protocol import protocol_config
     from core.data.splits import ForgetSpec
 
@@ -462,18 +479,29 @@ def cmd_compare(args) -> dict:
     started = time.perf_counter()
     with torch_threads(_threads(args, config.model)):
         prepared = prepare(config, _cache(args), _progress(args))
+        evidence = prepared.split.labelled and not args.no_evidence
         comparison = compare(prepared, methods, args.repeats, params, args.protocol, _progress(args),
-                             skip_unavailable=args.skip_unavailable)
+                             skip_unavailable=args.skip_unavailable, evidence=evidence,
+                             retrained=retrained_model(prepared, _cache(args)) if evidence else None)
+        if args.models:
+            if not prepared.split.labelled:
+                raise UserError("--models: the challenge's score needs D_f's labels and retrained models; "
+                                "unlabelled images have neither")
+            ran = list(comparison.summary["method"])
+            scores = score_methods(config, ran, args.models, comparison.params, _cache(args), _progress(args),
+                                   workers=args.workers)
+            comparison = with_forget_scores(comparison, scores)
     if args.csv:
         comparison.runs.to_csv(args.csv, index=False)
     return {**_summary(prepared), "methods": methods, "repeats": args.repeats, "threads": _threads(args, config.model),
-            "baseline": prepared.baseline.headline(), **_comparison_json(comparison),
+            "baseline": prepared.baseline.headline(), **comparison_record(comparison),
             "total_seconds": time.perf_counter() - started}
 
 
 def cmd_reproduce(args) -> dict:
     from core.compare.run import parse_methods, torch_threads
     from core.compare.paper import reproduce
+    from core.plots.compare import comparison_record
 
     _check_repeats(args)
     methods = parse_methods(args.methods) if args.methods else None
@@ -486,7 +514,7 @@ def cmd_reproduce(args) -> dict:
     return {"table": result.table, "caption": result.caption, "model": result.model, "paper_model": result.paper_model,
             "protocol": "paper", "repeats": args.repeats, "rows": list(result.comparisons),
             "notes": list(result.notes), "side_by_side": _records(result.side_by_side),
-            "comparisons": {row: _comparison_json(c) for row, c in result.comparisons.items()},
+            "comparisons": {row: comparison_record(c) for row, c in result.comparisons.items()},
             "total_seconds": result.seconds}
 
 
@@ -501,13 +529,25 @@ def cmd_bench(args) -> dict:
                      distributed=args.distributed, progress=_progress(args), opt_in=opt_in)
 
 
-COMMANDS = {"evidence": cmd_evidence, "alpha-study": cmd_alpha_study, "bench": cmd_bench, "train": cmd_train, "forget": cmd_forget, "sweep": cmd_sweep, "importance": cmd_importance,
+def cmd_assets(args) -> dict:
+    """The assets folder ($LFSSD_ASSETS_DIR, else <repo>/assets): see ``core.cli.assets``."""
+    from core.cli.assets import run_assets
+
+    return run_assets(args.rebuild, args.check, args.only, args.into, quiet=args.json)
+
+
+COMMANDS = {"assets": cmd_assets, "evidence": cmd_evidence, "alpha-study": cmd_alpha_study, "bench": cmd_bench, "train": cmd_train, "forget": cmd_forget, "sweep": cmd_sweep, "importance": cmd_importance,
             "compare": cmd_compare, "reproduce": cmd_reproduce}
 
 
 def _print_human(command: str, result: dict) -> None:
     if command == "reproduce":
         _print_reproduce(result)
+        return
+    if command == "assets":
+        from core.cli.assets import print_result
+
+        print_result(result)
         return
     if command == "bench":
         from core.cli.bench import print_summary
@@ -588,17 +628,25 @@ def _print_compare(result: dict) -> None:
     d_f = f"D_f ({base['d_f_split']})" if base["d_f_split"] else "D_f"
     width = max(len(row["label"]) for row in result["summary"]) + 2
     header = (f"{'method':<{width}}{'D_r (' + str(base['d_r_split']) + ')':>16}{d_f:>16}"
-              f"{'test':>16}{'MIA':>16}{'wall s':>10}{'incl. I_D':>11}{'|ΔD_f|':>8}{'|ΔMIA|':>8}")
-    print(header)
+              f"{'test':>16}{'MIA':>16}{'wall s':>10}{'incl. I_D':>11}{'|ΔD_f|':>8}{'|ΔMIA|':>8}{'ε pair':>8}{'R':>6}")
+    scored = bool(result.get("forget_scores"))
+    print(header + (f"{'F':>7}{'final':>7}" if scored else ""))
     for row in result["summary"]:
         print(f"{row['label']:<{width}}{_pm(row['d_r_mean'], row['d_r_std']):>16}{_pm(row['d_f_mean'], row['d_f_std']):>16}"
               f"{_pm(row['test_mean'], row['test_std']):>16}{_pm(row['mia_mean'], row['mia_std']):>16}"
               f"{row['wall_s_mean']:>10.3f}{row['wall_incl_id_s_mean']:>11.3f}"
-              f"{_fmt(row['d_f_to_retrain']):>8}{_fmt(row['mia_to_retrain']):>8}")
+              f"{_fmt(row['d_f_to_retrain']):>8}{_fmt(row['mia_to_retrain']):>8}"
+              f"{_fmt(row.get('epsilon_mean')):>8}{_fmt(row.get('relearn_r_mean')):>6}"
+              + (f"{_fmt(row.get('forget_score'), 3):>7}{_fmt(row.get('final_score'), 3):>7}" if scored else ""))
     if result["importance_seconds"]:
         passes = ", ".join(f"{k} {v:.2f} s" for k, v in result["importance_seconds"].items())
         print(f"I_D pass, computed once and reused: {passes}; 'incl. I_D' adds it. "
               f"|Δ| = distance to {result['reference']}'s mean.")
+    print("MIA: the papers' entropy attack; ε pair: one threshold on the forget examples' logit-scaled confidence, "
+          "this model against the seed-0 retrained model (0 = indistinguishable); R: relearning ratio "
+          "(— = D_f was never forgotten)" + ("; F, final: the unlearning challenge's score over "
+                                             f"{next(iter(result['forget_scores'].values()))['models']} models"
+                                             if scored else ""))
     for name, reason in result["skipped"].items():
         print(f"skipped {name}: {reason}")
 
@@ -618,8 +666,8 @@ def _print_reproduce(result: dict) -> None:
         print(f"{row:<24}{method:<14}" + "".join(f"{s:>18}" for s in shown))
 
 
-def _fmt(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+def _fmt(value, digits: int = 2) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -654,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, default=_json_default))
     else:
         _print_human(args.command, result)
-    return 0
+    return int(result.get("exit_status", 0))
 
 
 def _json_default(value):

@@ -108,7 +108,7 @@ class ScoreOverModels:
 
 
 def _unlearned(prepared: Prepared, method: str, alpha: float, lambda_: float, seed: int, models: int,
-               cache: TensorCache):
+               cache: TensorCache, params: dict | None = None):
     """(model, its scores) of ``method`` applied to this original. "retrain" is a *second* set of
     retrained models (seeds N…2N−1): the best any method can do at this N."""
     if method == prepared.config.kind:
@@ -121,13 +121,13 @@ def _unlearned(prepared: Prepared, method: str, alpha: float, lambda_: float, se
         return model, evaluate(model, prepared.dataset, prepared.split)
     from core.compare.methods import METHODS, UnlearnTask, run_method
 
-    params = {"alpha": alpha, "lambda": lambda_} if METHODS.get(method).importance_kind else None
+    params = {"alpha": alpha, "lambda": lambda_} if METHODS.get(method).importance_kind else (params or None)
     run = run_method(method, UnlearnTask.from_prepared(prepared), seed=seed, params=params)
     return run.model, evaluate(run.model, prepared.dataset, prepared.split)
 
 
 def seed_outputs(config: ExperimentConfig, seed: int, method: str, alpha: float, lambda_: float, models: int,
-                 cache_dir: str) -> dict:
+                 cache_dir: str, params: dict | None = None) -> dict:
     """One original (seed ``seed``): the forget examples' confidences under its unlearned version and
     under the retrained model of the same seed, with both models' D_r and test accuracy. Runs in a
     worker process; everything it trains is cached."""
@@ -138,7 +138,7 @@ def seed_outputs(config: ExperimentConfig, seed: int, method: str, alpha: float,
         raise UserError("the challenge's score needs D_f's labels and a retrained model; unlabelled images have neither")
     labels = prepared.dataset.train_y[prepared.split.forget_train]
     images = prepared.dataset.train_x[prepared.split.forget_train]
-    model, result = _unlearned(prepared, method, alpha, lambda_, seed, models, cache)
+    model, result = _unlearned(prepared, method, alpha, lambda_, seed, models, cache, params)
     retrained = retrained_model(prepared, cache)
     retrained_result = evaluate(retrained, prepared.dataset, prepared.split)
     return {"seed": seed,
@@ -151,9 +151,11 @@ def seed_outputs(config: ExperimentConfig, seed: int, method: str, alpha: float,
 def forget_score_over_models(config: ExperimentConfig, method: str = "lfssd", alpha: float = 3.5,
                              lambda_: float = 1.0, models: int = 32, cache: TensorCache | None = None,
                              progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
-                             workers: int | None = None) -> ScoreOverModels:
+                             workers: int | None = None, params: dict | None = None) -> ScoreOverModels:
     """F and the final score of ``method`` over ``models`` originals (seeds 0…N−1) and as many
-    retrained models. Parallel processes (``workers``, default: one per core, at most 4)."""
+    retrained models. Parallel processes (``workers``, default: one per core, at most 4).
+    ``params``: the method's own parameters (e.g. finetune's epochs), for the methods that are
+    not dampening (theirs are ``alpha`` and ``lambda_``)."""
     if models < 3:
         raise UserError(f"the score needs at least 3 models (its top bucket is ⌈ln(N − 1)⌉), got {models}")
     cache = cache or TensorCache()
@@ -171,11 +173,11 @@ def forget_score_over_models(config: ExperimentConfig, method: str = "lfssd", al
         for seed in range(models):
             if cancelled and cancelled():
                 raise UserError("cancelled")
-            results[seed] = seed_outputs(config, seed, method, alpha, lambda_, models, str(cache.root))
+            results[seed] = seed_outputs(config, seed, method, alpha, lambda_, models, str(cache.root), params)
             note(len(results))
     else:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            pending = {pool.submit(seed_outputs, config, seed, method, alpha, lambda_, models, str(cache.root))
+            pending = {pool.submit(seed_outputs, config, seed, method, alpha, lambda_, models, str(cache.root), params)
                        for seed in range(models)}
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -202,25 +204,73 @@ def forget_score_over_models(config: ExperimentConfig, method: str = "lfssd", al
 
 # --- relearning ------------------------------------------------------------------------------------------
 
-def relearning_evidence(prepared: Prepared, alpha: float, lambda_: float, cache: TensorCache | None = None,
-                        steps: int = 30, lr: float = 1e-4) -> dict:
-    """D_f accuracy against fine-tuning steps on D_f for the dampened, retrained and baseline models,
-    and R for the dampened one. D_f is evaluated where its accuracy is (class targets: the class's
-    test images; random samples: the forgotten training images)."""
+def relearn_target(prepared: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (and labels) D_f's relearned accuracy is measured on: where its accuracy is (class
+    targets: the class's test images; random samples: the forgotten training images)."""
     split, data = prepared.split, prepared.dataset
     if not split.labelled:
         raise UserError("relearning fine-tunes on D_f with its labels; unlabelled images have none")
     if split.spec.kind in ("class", "subclass"):
         on_test = _class_test_images(prepared)
-        images, labels = data.test_x[on_test], data.test_y[on_test]
-    else:
-        images, labels = data.train_x[split.forget_train], data.train_y[split.forget_train]
+        return data.test_x[on_test], data.test_y[on_test]
+    return data.train_x[split.forget_train], data.train_y[split.forget_train]
+
+
+def relearning_evidence(prepared: Prepared, alpha: float, lambda_: float, cache: TensorCache | None = None,
+                        steps: int = 30, lr: float = 1e-4) -> dict:
+    """D_f accuracy against fine-tuning steps on D_f for the dampened, retrained and baseline models,
+    and R for the dampened one."""
+    images, labels = relearn_target(prepared)
     models = {"dampened": forget(prepared, alpha, lambda_).model, "retrained": retrained_model(prepared, cache),
               "baseline": prepared.model}
-    curves = {name: relearn(model, data, split.forget_train, images, labels, steps=steps, lr=lr)
+    curves = {name: relearn(model, prepared.dataset, prepared.split.forget_train, images, labels, steps=steps, lr=lr)
               for name, model in models.items()}
     return {"curves": curves, "ratio": relearn_ratio(curves["dampened"], curves["retrained"]),
             "steps": steps, "lr": lr}
+
+
+class AgainstRetrained:
+    """Any unlearned model measured against one retrained reference, as Compare does for every
+    method's runs: the one-pair ε of the forget examples' confidences, and the relearning ratio R.
+    The reference's confidences and relearning curve are computed once."""
+
+    def __init__(self, prepared: Prepared, retrained: torch.nn.Module, steps: int = 30, lr: float = 1e-4):
+        split, data = prepared.split, prepared.dataset
+        self.prepared, self.steps, self.lr = prepared, steps, lr
+        self.labels = data.train_y[split.forget_train]
+        self.images = data.train_x[split.forget_train]
+        self.relearn_images, self.relearn_labels = relearn_target(prepared)
+        self.reference = self.confidences(retrained)
+        self.reference_curve = self.curve(retrained)
+
+    def confidences(self, model: torch.nn.Module) -> np.ndarray:
+        return confidences(predict_logits(model, self.prepared.dataset, self.images).cpu(), self.labels)
+
+    def curve(self, model: torch.nn.Module) -> RelearnCurve:
+        return relearn(model, self.prepared.dataset, self.prepared.split.forget_train, self.relearn_images,
+                       self.relearn_labels, steps=self.steps, lr=self.lr)
+
+    def measure(self, model: torch.nn.Module) -> tuple[float, float | None]:
+        """(ε of this model against the reference, R)."""
+        epsilon = best_threshold(self.confidences(model), self.reference).epsilon
+        return epsilon, relearn_ratio(self.curve(model), self.reference_curve)
+
+
+def score_methods(config: ExperimentConfig, methods, models: int, params: dict | None = None,
+                  cache: TensorCache | None = None, progress: Progress | None = None,
+                  cancelled: Callable[[], bool] | None = None, workers: int | None = None) -> dict:
+    """The challenge's score of each method over ``models`` originals (a dampening method at its
+    ``params[method]["alpha"]`` and ``["lambda"]``, as Compare resolved them): {method:
+    ScoreOverModels}. The originals and retrained models are shared by every method, so only the
+    first method trains them."""
+    out = {}
+    for i, method in enumerate(methods):
+        own = (params or {}).get(method, {})
+        sub = None if progress is None else (
+            lambda f, m, i=i: progress((i + f) / len(methods), f"method {i + 1} of {len(methods)} · {m}"))
+        out[method] = forget_score_over_models(config, method, own.get("alpha", 1.0), own.get("lambda", 1.0), models,
+                                               cache, sub, cancelled, workers, dict(own))
+    return out
 
 
 def _class_test_images(prepared: Prepared) -> torch.Tensor:

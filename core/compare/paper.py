@@ -159,7 +159,8 @@ def reproduce(table: str, data_root: str | None = None, model: str | None = None
                       "ssd": {"alpha": preset.ssd_alpha[ours], "lambda": preset.ssd_lambda}}
         row_params = {name: {**row_params.get(name, {}), **params.get(name, {})}
                       for name in methods if name in row_params or name in params}
-        comparisons[row.name] = compare(prepared, methods, repeats, row_params, "paper", _scaled(sub, 0.3, 1.0))
+        comparisons[row.name] = compare(prepared, methods, repeats, row_params, "paper", _scaled(sub, 0.3, 1.0),
+                                         evidence=False)  # the paper's tables: D_r, D_f, MIA
     model_name = next(iter(prepared_by_target.values())).config.model
     notes = []
     if model_name not in ("resnet18", "vit_b16"):

@@ -26,8 +26,9 @@ Progress = Callable[[float, str], None]
 
 METRICS = ("d_r", "d_f", "test", "mia")
 RUN_COLUMNS = ("method", "label", "repeat", "seed", "d_r", "d_f", "test", "mia", "retain_train", "forget_train",
-               "wall_s", "wall_incl_id_s", "d_r_split", "d_f_split", "accuracy", "mia_note")
-SUMMARY_STATS = ("d_r", "d_f", "test", "mia", "retain_train", "forget_train", "wall_s", "wall_incl_id_s")
+               "wall_s", "wall_incl_id_s", "d_r_split", "d_f_split", "accuracy", "mia_note", "epsilon", "relearn_r")
+SUMMARY_STATS = ("d_r", "d_f", "test", "mia", "retain_train", "forget_train", "wall_s", "wall_incl_id_s", "epsilon",
+                 "relearn_r")
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,7 +38,11 @@ class Comparison:
     run) for each of ``SUMMARY_STATS``, and the distance to the retrained model: ``d_f_to_retrain``
     = |D_f − D_f(retrain)|, ``mia_to_retrain`` = |MIA − MIA(retrain)| (means; NaN without a
     retrain row; ``retrain_head`` stands in when only it ran), ``wall_vs_retrain`` and
-    ``wall_incl_id_vs_retrain`` (time ratios to retrain's wall time)."""
+    ``wall_incl_id_vs_retrain`` (time ratios to retrain's wall time). Per run, against the retrained
+    reference (the seed-0 retrained model the Forget page shows; NaN without labels): ``epsilon``, the
+    one-pair ε of the forget examples' confidences, and ``relearn_r``, the relearning ratio R.
+    ``forget_scores``: the challenge's score over N models per method, when it was asked for
+    (``with_forget_scores``)."""
 
     runs: pd.DataFrame
     summary: pd.DataFrame
@@ -48,6 +53,7 @@ class Comparison:
     accuracy: str = "sample-weighted"
     seeds: tuple[int, ...] = (0,)
     reference: str = "retrain"  # the method the distances are measured to (retrain_head when retrain is absent)
+    forget_scores: dict = field(default_factory=dict)  # method -> core.compare.evidence.ScoreOverModels
 
 
 def available_methods(split=None, labelled: bool | None = None) -> dict[str, str | None]:
@@ -99,14 +105,17 @@ def check_params(methods: Sequence[str], params: Mapping[str, Mapping[str, Any]]
 
 def compare(prepared, methods: Sequence[str] = DEFAULT_COMPARISON, repeats: int = 1,
             params: Mapping[str, Mapping[str, Any]] | None = None, protocol: str = "app",
-            progress: Progress | None = None, skip_unavailable: bool = False) -> Comparison:
+            progress: Progress | None = None, skip_unavailable: bool = False,
+            retrained: torch.nn.Module | None = None, evidence: bool = True) -> Comparison:
     """Run ``methods`` × ``repeats`` (seeds 0..repeats-1) on a ``core.experiment.Prepared``.
 
     ``params``: per-method overrides, e.g. ``{"lfssd": {"alpha": 5}, "finetune": {"epochs": 2}}``.
     ``protocol``: "app" (sample-weighted accuracy) or "paper" (the reference's choices; the
     experiment must have been prepared with ``core.compare.protocol.protocol_config``). A method that cannot
     run on the target (say SSD on unlabelled images) raises ``UserError``, or with
-    ``skip_unavailable`` is left out and listed in ``skipped`` with the reason.
+    ``skip_unavailable`` is left out and listed in ``skipped`` with the reason. ``evidence``: measure
+    every run against the retrained reference (``retrained``; default: the cached one, trained if
+    missing) with the one-pair ε and relearning R.
     """
     from core.compare.protocol import eval_batch_mean
 
@@ -131,6 +140,13 @@ def compare(prepared, methods: Sequence[str] = DEFAULT_COMPARISON, repeats: int 
         _report(progress, i / n_steps, f"I_D ({kind}): one pass over D, computed once")
         importance[kind], importance_seconds[kind] = _full_importance(prepared, task, kind)
     task = UnlearnTask.from_prepared(prepared, importance)
+    against = None
+    if evidence and prepared.split.labelled:
+        from core.compare.evidence import AgainstRetrained
+        from core.experiment import retrained_model
+
+        _report(progress, len(kinds) / n_steps, "the retrained reference: its confidences and relearning curve")
+        against = AgainstRetrained(prepared, retrained if retrained is not None else retrained_model(prepared))
 
     rows, step = [], len(kinds)
     for name in methods:
@@ -142,12 +158,14 @@ def compare(prepared, methods: Sequence[str] = DEFAULT_COMPARISON, repeats: int 
             model = run.model.to(model_device(prepared.model))  # trained ones come back on the CPU
             result = evaluate(model, prepared.dataset, prepared.split, batch_mean=batch_mean)
             extra = importance_seconds.get(method.importance_kind, 0.0)
+            epsilon, ratio = against.measure(model) if against is not None else (np.nan, np.nan)
             rows.append({"method": name, "label": method.label, "repeat": repeat, "seed": repeat,
                          "d_r": result.d_r, "d_f": result.d_f, "test": result.test, "mia": result.mia,
                          "retain_train": result.retain_train, "forget_train": result.forget_train,
                          "wall_s": run.seconds, "wall_incl_id_s": run.seconds + extra,
                          "d_r_split": result.d_r_split, "d_f_split": result.d_f_split, "accuracy": result.accuracy,
-                         "mia_note": result.mia_note})
+                         "mia_note": result.mia_note, "epsilon": epsilon,
+                         "relearn_r": np.nan if ratio is None else ratio})
             step += 1
     _report(progress, 1.0, "comparison done")
     runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
@@ -158,13 +176,24 @@ def compare(prepared, methods: Sequence[str] = DEFAULT_COMPARISON, repeats: int 
                       rows[0]["accuracy"], tuple(range(repeats)), reference)
 
 
+def with_forget_scores(comparison: Comparison, scores: Mapping[str, Any]) -> Comparison:
+    """The comparison with the challenge's score over N models (``core.compare.evidence.score_methods``)
+    as summary columns ``forget_score`` and ``final_score`` (NaN for a method not scored)."""
+    from dataclasses import replace
+
+    summary = comparison.summary.copy()
+    summary["forget_score"] = [scores[m].forget_score if m in scores else np.nan for m in summary["method"]]
+    summary["final_score"] = [scores[m].final_score if m in scores else np.nan for m in summary["method"]]
+    return replace(comparison, summary=summary, forget_scores=dict(scores))
+
+
 def summarize(runs: pd.DataFrame, reference: str = "retrain") -> pd.DataFrame:
     """One row per method (in first-seen order) from a runs table; see ``Comparison``."""
     rows = []
     for name, group in runs.groupby("method", sort=False):
         row = {"method": name, "label": group["label"].iloc[0], "runs": len(group),
                "needs": ", ".join(sorted(METHODS.get(name).needs)) if name in METHODS else ""}
-        for stat in SUMMARY_STATS:
+        for stat in (s for s in SUMMARY_STATS if s in group):  # a runs table without the evidence columns: older CSVs
             values = group[stat].astype(float)
             row[f"{stat}_mean"] = float(values.mean()) if values.notna().any() else np.nan
             row[f"{stat}_std"] = float(values.std(ddof=0)) if values.notna().any() else np.nan

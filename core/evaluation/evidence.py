@@ -107,10 +107,22 @@ def relearn(model: nn.Module, dataset, train_indices: torch.Tensor, eval_images:
     return RelearnCurve(tuple(recorded_steps), tuple(float(s) for s in scores))
 
 
+def relearn_no_signal(unlearned: RelearnCurve, retrained: RelearnCurve) -> str | None:
+    """Why R would measure nothing here, or None. A model that did not forget D_f has nothing to
+    relearn: its gain is ~0 whatever it knows, and R = 1 would read as success."""
+    start, reference = unlearned.accuracy[0], retrained.accuracy[0]
+    if start > reference + (100.0 - reference) / 2:
+        return (f"D_f is not forgotten: {start:.0f} % right before fine-tuning (the retrained model: "
+                f"{reference:.0f} %), so there is nothing to relearn")
+    return None
+
+
 def relearn_ratio(unlearned: RelearnCurve, retrained: RelearnCurve) -> float | None:
     """R = min(Δ_retrain / Δ_unlearned, 1): 1 when the unlearned model relearns no faster than one
-    that never saw D_f; below 1 when knowledge that was only hidden comes back faster. None when the
-    unlearned model gains nothing (nothing came back to compare)."""
+    that never saw D_f (or gains nothing); below 1 when knowledge that was only hidden comes back
+    faster. None when the unlearned model never forgot D_f (``relearn_no_signal``)."""
+    if relearn_no_signal(unlearned, retrained):
+        return None
     if unlearned.gain <= 1e-9:
-        return None if retrained.gain > 1e-9 else 1.0
+        return 1.0
     return float(min(max(retrained.gain, 0.0) / unlearned.gain, 1.0))

@@ -82,9 +82,10 @@ def _model_key(model_name: str, dataset: Dataset, config: TrainConfig, indices: 
 
 def is_trained(model_name: str, dataset: Dataset, config: TrainConfig | None = None,
                cache: TensorCache | None = None) -> bool:
-    """Whether ``trained_model`` would load this model from the cache rather than train it."""
+    """Whether ``trained_model`` would load this model from the cache (or the shipped assets, see
+    ``core.assets``) rather than train it."""
     config = config or default_config(model_name, dataset.name)
-    return (cache or TensorCache()).path("models", _model_key(model_name, dataset, config, None)).is_file()
+    return (cache or TensorCache()).has("models", _model_key(model_name, dataset, config, None))
 
 
 def estimate_training_seconds(model_name: str, dataset: Dataset, config: TrainConfig | None = None,

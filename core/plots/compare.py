@@ -23,6 +23,9 @@ DASH = "—"
 # The table's rows, in the paper's order (D_r, D_f, MIA), then what the issue adds.
 SCORE_ROWS = {"d_r": "D_r accuracy (%)", "d_f": "D_f accuracy (%)", "mia": "MIA (entropy attack)",
               "test": "test accuracy (%)"}
+# The field's attacks beside the papers' (core.evaluation.attacks), each measured against the retrained reference.
+EVIDENCE_ROWS = {"epsilon": "ε vs retrained (one pair)", "relearn_r": "relearning R"}
+SCORE_OVER_MODELS_ROWS = {"forget_score": "challenge F (N models)", "final_score": "challenge final score"}
 DISTANCE_ROWS = {"d_f_to_retrain": "|D_f − D_f(retrain)|", "mia_to_retrain": "|MIA − MIA(retrain)|"}
 TIME_ROWS = {"wall_s_mean": "wall time (s)", "wall_incl_id_s_mean": "wall time incl. I_D (s)"}
 NEEDS_ROW = "needs"
@@ -38,6 +41,17 @@ ROW_MEANINGS = (
                              "test (non-member), asked about D_f; the share it calls *member*, × 100. The goal is the "
                              "retrained model's value, not 0: over-forgetting shows too."),
     ("test accuracy (%)", "accuracy on the whole test split."),
+    ("ε vs retrained (one pair)", "how well one threshold on the forget examples' logit-scaled confidence "
+                                  "(log p_y − log Σ_{k≠y} p_k) tells this model from the retrained reference (the "
+                                  "seed-0 retrained model of the Forget page): 0 = indistinguishable, 50 = always "
+                                  "told apart. Retrain's seed 0 *is* the reference (0 by construction); its other "
+                                  "seeds show how far two retrained models lie apart."),
+    ("relearning R", "fine-tune on D_f (SGD, lr 1e-4, 30 steps): R = min(Δ_retrain ÷ Δ_model, 1); 1 = comes back no "
+                     "faster than in a model that never saw D_f, below 1 = only hidden. — when the model never "
+                     "forgot D_f (nothing to relearn)."),
+    ("challenge F, final score", "the NeurIPS 2023 unlearning challenge's score over N originals trained with "
+                                 "different seeds, each unlearned by the method, against N retrained models (on "
+                                 "request, below the table); the goal is a second set of retrained models' F."),
     ("|D_f − D_f(retrain)|, |MIA − MIA(retrain)|", "distance to the model retrained from scratch without D_f: "
                                                    "0 = indistinguishable from retraining (needs Retrain in the run)."),
     ("wall time (s)", "the method's own work at forget time, mean over runs (evaluation not counted); *incl. I_D* "
@@ -99,6 +113,10 @@ def paper_table(summary: pd.DataFrame) -> pd.DataFrame:
         method = row["method"]
         spread = METHODS.get(method).stochastic and row["runs"] > 1
         cells = {label: mean_std(row[f"{stat}_mean"], row[f"{stat}_std"], spread) for stat, label in SCORE_ROWS.items()}
+        cells.update({label: mean_std(row.get(f"{stat}_mean"), row.get(f"{stat}_std"), spread)
+                      for stat, label in EVIDENCE_ROWS.items() if f"{stat}_mean" in row})
+        cells.update({label: _number(row[column], 3) for column, label in SCORE_OVER_MODELS_ROWS.items()
+                      if column in row})
         cells.update({label: _number(row[column]) for column, label in DISTANCE_ROWS.items()})
         cells.update({label: _seconds(row[column]) for column, label in TIME_ROWS.items()})
         cells[NEEDS_ROW] = needs_words(method)
@@ -242,7 +260,8 @@ def comparison_record(comparison: Comparison, **meta: Any) -> dict:
     return {**meta, "protocol": comparison.protocol, "accuracy": comparison.accuracy,
             "seeds": list(comparison.seeds), "reference": comparison.reference, "params": comparison.params,
             "importance_seconds": comparison.importance_seconds, "skipped": comparison.skipped,
-            "runs": _records(comparison.runs), "summary": _records(comparison.summary)}
+            "runs": _records(comparison.runs), "summary": _records(comparison.summary),
+            "forget_scores": {m: score.as_dict() for m, score in comparison.forget_scores.items()}}
 
 
 def comparison_json(comparison: Comparison, **meta: Any) -> str:
