@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 D_F, D_R, RETRAINED, GUESS = "#d62728", "#1f77b4", "#2ca02c", "#7f7f7f"
 HEIGHT = 330
 CLASS_ACCURACY_ALT = "test accuracy per digit"
+SHORT = {"d_f": "D_f", "d_r": "D_r"}
 
 
 def class_accuracy_svg(per_class: Sequence[float | None], classes: Sequence[str], chosen: int,
@@ -54,15 +55,15 @@ def alpha_curve_figure(table: pd.DataFrame, guesses: dict | None = None, marks: 
     fig = go.Figure()
     for metric, name, color in (("d_f", "D_f: the digit to forget", D_F), ("d_r", "D_r: the other digits", D_R)):
         fig.add_scatter(x=rows["alpha"], y=rows[metric], mode="lines+markers", name=name, line_color=color,
-                        hovertemplate="α = %{x:g}: %{y:.1f} %<extra>" + metric.upper().replace("_", "_") + "</extra>")
+                        hovertemplate="α = %{x:g}: %{y:.1f} %<extra>" + SHORT[metric] + "</extra>")
         if guesses:
             index = 0 if metric == "d_f" else 1
             fig.add_scatter(x=list(guesses), y=[g[index] for g in guesses.values()], mode="markers",
                             marker=dict(symbol="circle-open", size=13, color=color, line_width=2),
-                            name=f"your guess, {metric.upper()}", hovertemplate="you guessed %{y:.0f} %<extra></extra>")
+                            name=f"your guess, {SHORT[metric]}", hovertemplate="you guessed %{y:.0f} %<extra></extra>")
         if retrain is not None and getattr(retrain, metric) is not None:
             fig.add_hline(y=getattr(retrain, metric), line_dash="dash", line_color=RETRAINED, line_width=1,
-                          annotation_text=f"retrained {metric.upper()}", annotation_font_color=RETRAINED,
+                          annotation_text=f"retrained {SHORT[metric]}", annotation_font_color=RETRAINED,
                           annotation_position="bottom right" if metric == "d_f" else "top right")
     for label, alpha in marks:
         fig.add_vline(x=alpha, line_dash="dot", line_color="#333")
