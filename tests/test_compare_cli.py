@@ -83,6 +83,9 @@ def test_compare_human(compare_run, cache_dir, capsys):
     (["compare", "--forget", "images:nowhere/", "--methods", "lfssd,ssd,amnesiac"],
      "unlabelled forget images come without labels or a retain set: ssd needs the forget set's labels; "
      "amnesiac needs the forget set's labels and the retain set D_r; lfssd needs neither (leave them out"),
+    (["compare", "--models", "2"], "--models must be 0 (off) or ≥ 3"),
+    (["compare", "--forget", "images:test:3", "--methods", "lfssd", "--models", "3"],
+     "--models: the challenge's score needs D_f's labels and retrained models"),
     (["reproduce", "table9"], "unknown paper table 'table9'; choose one of: table1, table2, table3"),
     (["reproduce", "table3"], "Table 3 needs the PINS face set"),
     (["reproduce", "table4", "--rows", "lamp,lampp"], "table4 has no row 'lampp'; its rows: baby, lamp"),

@@ -469,6 +469,8 @@ def cmd_compare(args) -> dict:
     from core.data.splits import ForgetSpec
 
     _check_repeats(args)
+    if args.models and args.models < 3:
+        raise CliError(f"--models must be 0 (off) or ≥ 3 (the score's top bucket is ⌈ln(N − 1)⌉), got {args.models}")
     methods = parse_methods(args.methods)
     params = check_params(methods, _settings(args.settings))
     config = protocol_config(_config(args).resolved(), args.protocol)
@@ -479,14 +481,14 @@ def cmd_compare(args) -> dict:
     started = time.perf_counter()
     with torch_threads(_threads(args, config.model)):
         prepared = prepare(config, _cache(args), _progress(args))
+        if args.models and not prepared.split.labelled:  # before the comparison's work
+            raise UserError("--models: the challenge's score needs D_f's labels and retrained models; "
+                            "unlabelled images have neither")
         evidence = prepared.split.labelled and not args.no_evidence
         comparison = compare(prepared, methods, args.repeats, params, args.protocol, _progress(args),
                              skip_unavailable=args.skip_unavailable, evidence=evidence,
                              retrained=retrained_model(prepared, _cache(args)) if evidence else None)
         if args.models:
-            if not prepared.split.labelled:
-                raise UserError("--models: the challenge's score needs D_f's labels and retrained models; "
-                                "unlabelled images have neither")
             ran = list(comparison.summary["method"])
             scores = score_methods(config, ran, args.models, comparison.params, _cache(args), _progress(args),
                                    workers=args.workers)
