@@ -146,16 +146,15 @@ def first_look(config: ExperimentConfig, cache: TensorCache | None = None,
     """``prepare``'s data, target and model without I_D, I_Df or the attack: on a cold start the
     lesson's first step shows in a fraction of the time (the attack alone imports scikit-learn).
     The figures are ``prepare(config).baseline``'s (the same model scored the same way)."""
-    from core.evaluation.accuracy import accuracy
+    from core.evaluation.accuracy import accuracy, per_class_accuracy
 
     config = config.resolved()
     dataset = load_dataset(config.dataset, config.data_root)
     split = make_split(dataset, config.forget)
     model, _ = baseline_model(config, dataset, cache or TensorCache(), progress)
     logits = predict_logits(model.to(default_device()), dataset, dataset.test_x)
-    per_class = tuple(accuracy(logits[dataset.test_y == c], dataset.test_y[dataset.test_y == c])
-                      for c in range(dataset.num_classes))
-    return FirstLook(dataset, split, accuracy(logits, dataset.test_y), per_class)
+    return FirstLook(dataset, split, accuracy(logits, dataset.test_y),
+                     per_class_accuracy(logits, dataset.test_y, dataset.num_classes))
 
 
 @dataclass(frozen=True, eq=False)

@@ -242,7 +242,7 @@ class LessonModel:
         self.target, self.recipe, self.alpha = "class:3", "default", 3.5
 
     def enter(self, step: int) -> None:
-        self.step, self.lambda_, self.alpha, self.rule = step, self.lambda_, 3.5, None
+        self.step, self.alpha, self.rule = step, 3.5, None
         if step <= 5:
             self.target, self.recipe, self.lambda_ = f"class:{self.digit}", "default", 1.0
         elif step == 6:
@@ -297,9 +297,7 @@ def test_a_seeded_walk_keeps_screen_url_and_engine_in_step(cache_dir, monkeypatc
             at.toggle(key="auto_toggle").set_value(bool(model.rule)).run()
             if model.rule:
                 choice = choose_alpha(prep(model.target, model.recipe), "auto")
-                model.alpha, model.lambda_ = choice.alpha, choice.lambda_
-            else:
-                model.lambda_ = model.lambda_  # the rule's values stay on the sliders
+                model.alpha, model.lambda_ = choice.alpha, choice.lambda_  # off: they stay on the sliders
         else:  # a student opens the copied link in a new session
             url = params(at)
             at = AppTest.from_file(APP, default_timeout=300)

@@ -92,8 +92,6 @@ def apply_preset(number: int, keep_from_url: bool = False) -> None:
         if keep_from_url and URL_KEYS.get(key) in st.query_params:
             continue
         s[key] = value
-    if keep_from_url and str(st.query_params.get(state.ALPHA, "")).strip().lower() == "auto":
-        s[state.ALPHA_RULE] = "auto"
     target = s.get(state.TARGET, "")
     if target.startswith("class:"):
         s[CLASS_KEY] = int(target.split(":")[1]) if number < 6 else s.get(CLASS_KEY, DEFAULT_CLASS)

@@ -126,6 +126,13 @@ def _unlearned(prepared: Prepared, method: str, alpha: float, lambda_: float, se
     return run.model, evaluate(run.model, prepared.dataset, prepared.split)
 
 
+def forget_confidences(prepared: Prepared, model: torch.nn.Module) -> np.ndarray:
+    """``model``'s logit-scaled confidence on each forget (training) example, with its label."""
+    forget_train = prepared.split.forget_train
+    logits = predict_logits(model, prepared.dataset, prepared.dataset.train_x[forget_train]).cpu()
+    return confidences(logits, prepared.dataset.train_y[forget_train])
+
+
 def seed_outputs(config: ExperimentConfig, seed: int, method: str, alpha: float, lambda_: float, models: int,
                  cache_dir: str, params: dict | None = None) -> dict:
     """One original (seed ``seed``): the forget examples' confidences under its unlearned version and
@@ -136,14 +143,11 @@ def seed_outputs(config: ExperimentConfig, seed: int, method: str, alpha: float,
     prepared = prepare(replace(config, seed=seed), cache)
     if not prepared.split.labelled:
         raise UserError("the challenge's score needs D_f's labels and a retrained model; unlabelled images have neither")
-    labels = prepared.dataset.train_y[prepared.split.forget_train]
-    images = prepared.dataset.train_x[prepared.split.forget_train]
     model, result = _unlearned(prepared, method, alpha, lambda_, seed, models, cache, params)
     retrained = retrained_model(prepared, cache)
     retrained_result = evaluate(retrained, prepared.dataset, prepared.split)
-    return {"seed": seed,
-            "unlearned": confidences(predict_logits(model, prepared.dataset, images).cpu(), labels),
-            "retrained": confidences(predict_logits(retrained, prepared.dataset, images).cpu(), labels),
+    return {"seed": seed, "unlearned": forget_confidences(prepared, model),
+            "retrained": forget_confidences(prepared, retrained),
             "d_r": result.d_r, "test": result.test, "d_r_retrain": retrained_result.d_r,
             "test_retrain": retrained_result.test}
 
@@ -235,16 +239,10 @@ class AgainstRetrained:
     The reference's confidences and relearning curve are computed once."""
 
     def __init__(self, prepared: Prepared, retrained: torch.nn.Module, steps: int = 30, lr: float = 1e-4):
-        split, data = prepared.split, prepared.dataset
         self.prepared, self.steps, self.lr = prepared, steps, lr
-        self.labels = data.train_y[split.forget_train]
-        self.images = data.train_x[split.forget_train]
         self.relearn_images, self.relearn_labels = relearn_target(prepared)
-        self.reference = self.confidences(retrained)
+        self.reference = forget_confidences(prepared, retrained)
         self.reference_curve = self.curve(retrained)
-
-    def confidences(self, model: torch.nn.Module) -> np.ndarray:
-        return confidences(predict_logits(model, self.prepared.dataset, self.images).cpu(), self.labels)
 
     def curve(self, model: torch.nn.Module) -> RelearnCurve:
         return relearn(model, self.prepared.dataset, self.prepared.split.forget_train, self.relearn_images,
@@ -252,7 +250,7 @@ class AgainstRetrained:
 
     def measure(self, model: torch.nn.Module) -> tuple[float, float | None]:
         """(ε of this model against the reference, R)."""
-        epsilon = best_threshold(self.confidences(model), self.reference).epsilon
+        epsilon = best_threshold(forget_confidences(self.prepared, model), self.reference).epsilon
         return epsilon, relearn_ratio(self.curve(model), self.reference_curve)
 
 

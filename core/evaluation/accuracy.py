@@ -56,6 +56,11 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float | None:
     return float((logits.argmax(1) == labels).double().mean() * 100.0)
 
 
+def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[float | None, ...]:
+    """Sample-weighted accuracy (%) of each class's images (None for a class with none)."""
+    return tuple(accuracy(logits[labels == c], labels[labels == c]) for c in range(num_classes))
+
+
 def batch_mean_accuracy(logits: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float | None:
     """The reference code's accuracy: the mean of per-batch accuracies over consecutive batches of
     ``batch_size`` (not sample-weighted: a short last batch counts as much as a full one), in %."""
@@ -169,7 +174,7 @@ def score(dataset: Dataset, split: ForgetSplit, test_logits: torch.Tensor, train
         forget_train=forget_train,
         d_r_split="test",
         d_f_split=("test" if class_wise else "train") if split.labelled else None,
-        per_class_test=tuple(accuracy(test_logits[test_y == c], test_y[test_y == c]) for c in range(dataset.num_classes)),
+        per_class_test=per_class_accuracy(test_logits, test_y, dataset.num_classes),
         forget_probs=torch.softmax(forget_logits, 1).numpy(),
         accuracy="sample-weighted" if batch_mean is None else f"batch-mean ({batch_mean})",
         mia_note=attack.reason,
